@@ -1,0 +1,82 @@
+"""Defaults every recipe shares, and the variant handling behind `file.py:VARIANT`.
+
+A recipe file calls `base_config()`, fills in its model, losses and data, then hands its variant string to
+`apply_variant`, which applies the named overrides it declares. Every key stays overridable from the command line
+with `--config.KEY=VALUE`.
+"""
+
+from collections.abc import Callable, Mapping
+
+import ml_collections
+
+VARIANTS = ("full", "tiny", "demo", "bench")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Keys every recipe has (DESIGN.md section 2), with safe defaults."""
+  c = ml_collections.ConfigDict()
+  c.recipe = ""
+  c.variant = "full"
+  c.seed = 0
+  c.total_steps = 100_000
+  c.batch_size = 16  # Global: split over every device of every process.
+  c.log_every = 100
+  c.eval_every = 5_000
+  c.checkpoint_every = 5_000
+  c.keep_checkpoints = 3
+  c.num_grid_images = 4  # Images in the LR | SR | HR grid logged every eval_every steps.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "samples"
+  c.data.hr_crop = 128
+  c.data.augment = True
+  c.data.num_workers = 0
+  c.data.prefetch = 2
+  c.data.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.data.image_key = ml_collections.FieldReference(None, field_type=str)
+  c.data.max_skip_fraction = 0.5
+
+  c.degradation = ml_collections.ConfigDict(dict(name="bicubic", scale=4))
+
+  c.generator = ml_collections.ConfigDict()
+  c.discriminator = ml_collections.ConfigDict()
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.g_learning_rate = 1e-4
+  c.optim.d_learning_rate = 1e-4
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.warmup_steps = 0
+  c.optim.grad_clip_norm = 0.0  # 0 = no clipping.
+  c.optim.n_critic = 1  # Critic updates per generator update.
+  c.ema_decay = 0.999
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.pixel = "mse"
+  c.loss.pixel_weight = 1.0
+  c.loss.adversarial = "wgan"
+  c.loss.adversarial_weight = 1e-3
+  c.loss.gp_weight = 10.0
+  c.loss.adversarial_start_step = 0  # Pixel(-and-perceptual) pre-training before the GAN phase.
+  c.loss.perceptual = ml_collections.ConfigDict()
+  c.loss.perceptual.weight = 0.0  # 0 switches the VGG19 term (and its weights file) off.
+  c.loss.perceptual.layers = ml_collections.ConfigDict({"conv5_4": 1.0})
+  c.loss.perceptual.criterion = "mse"
+  c.loss.perceptual.before_activation = True
+  c.loss.perceptual.weights = ml_collections.FieldReference(None, field_type=str)
+  return c
+
+
+def apply_variant(
+    config: ml_collections.ConfigDict,
+    variant: str | None,
+    overrides: Mapping[str, Callable[[ml_collections.ConfigDict], None]],
+) -> ml_collections.ConfigDict:
+  """Applies the recipe's override function for `variant` ("" or None = the full recipe)."""
+  variant = (variant or "full").strip()
+  if variant not in VARIANTS:
+    raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+  config.variant = variant
+  if variant in overrides:
+    overrides[variant](config)
+  return config

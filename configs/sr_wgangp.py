@@ -1,0 +1,76 @@
+"""x4 super-resolution with WGAN-GP (seed 001): ESRGAN's RRDB generator, a VGG-style critic, MSE + VGG19 + WGAN-GP.
+
+Usage: --config configs/sr_wgangp.py[:tiny|demo|bench]. No variant is the full recipe at the sources' scale.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """Seconds on a CPU: for tests and CI."""
+  c.total_steps = 4
+  c.batch_size = 8
+  c.log_every = 2
+  c.eval_every = 4
+  c.checkpoint_every = 4
+  c.num_grid_images = 2
+  c.data.hr_crop = 32
+  c.generator.update(num_feat=8, num_block=1, num_grow_ch=4)
+  c.discriminator.update(num_feat=8, input_size=32)
+  c.optim.n_critic = 2
+  c.loss.perceptual.weight = 0.0
+
+
+def _demo(c: ml_collections.ConfigDict) -> None:
+  """A few minutes on a 2-core CPU; PSNR climbs past bicubic on the sample photographs."""
+  c.total_steps = 1_500
+  c.batch_size = 8
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.data.hr_crop = 64
+  c.generator.update(num_feat=32, num_block=2, num_grow_ch=16)
+  c.discriminator.update(num_feat=16, input_size=64)
+  c.optim.g_learning_rate = 5e-4
+  c.optim.d_learning_rate = 2e-4
+  c.optim.n_critic = 1
+  c.loss.adversarial_start_step = 1_000  # Pixel pre-training first, then the GAN phase.
+  c.loss.perceptual.weight = 0.0
+
+
+def _bench(c: ml_collections.ConfigDict) -> None:
+  """The full networks at the training shape; `restore_jax.bench` times steps of it."""
+  c.total_steps = 20
+  c.log_every = 10
+  c.loss.perceptual.weight = 0.0  # Benchmarks must run without a weights file; the VGG term is timed apart.
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.recipe = "sr_wgangp"
+  c.total_steps = 400_000  # ESRGAN's GAN phase length.
+  c.batch_size = 16  # ESRGAN / seed 001.
+  c.data.hr_crop = 128  # HR patches of 128 -> LR 32 (ESRGAN); the critic is built for this size.
+  c.degradation = ml_collections.ConfigDict(dict(name="bicubic", scale=4))
+  # RRDBNet at ESRGAN size: 16,697,987 parameters.
+  c.generator = ml_collections.ConfigDict(dict(name="rrdb", num_feat=64, num_block=23, num_grow_ch=32, scale=4))
+  c.discriminator = ml_collections.ConfigDict(dict(name="vgg_critic", num_feat=64, input_size=128))
+  # Adam with beta1 = 0, beta2 = 0.9, lr 1e-4 and 5 critic steps per generator step: the WGAN-GP paper's
+  # defaults (Gulrajani et al. 2017, Algorithm 1).
+  c.optim.g_learning_rate = 1e-4
+  c.optim.d_learning_rate = 1e-4
+  c.optim.b1 = 0.0
+  c.optim.b2 = 0.9
+  c.optim.n_critic = 5
+  c.loss.pixel = "mse"
+  c.loss.pixel_weight = 1.0
+  c.loss.adversarial = "wgan"
+  c.loss.adversarial_weight = 1e-3  # SRGAN's adversarial weight (Ledig et al. 2017).
+  c.loss.gp_weight = 10.0  # lambda in WGAN-GP.
+  # SRGAN rescales VGG feature maps by 1/12.75 before the MSE, i.e. a weight of 1/12.75**2 on the plain MSE.
+  c.loss.perceptual.weight = 1 / 12.75**2
+  c.loss.perceptual.layers = ml_collections.ConfigDict({"conv5_4": 1.0})
+  c.loss.perceptual.before_activation = True  # ESRGAN: features before the ReLU keep more signal.
+  return common.apply_variant(c, variant, {"tiny": _tiny, "demo": _demo, "bench": _bench})

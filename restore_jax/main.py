@@ -1,0 +1,24 @@
+"""Trains a restoration GAN: `python -m restore_jax.main --config configs/sr_wgangp.py[:VARIANT] --workdir DIR`."""
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from restore_jax import parallel, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and config.json.")
+config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/sr_wgangp.py:demo.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  parallel.maybe_initialize_distributed()
+  logging.info("JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

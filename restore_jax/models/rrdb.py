@@ -1,0 +1,106 @@
+"""ESRGAN's generator: Residual-in-Residual Dense Blocks (Wang et al. 2018, "ESRGAN").
+
+The layout and the module names follow BasicSR's RRDBNet (conv_first, body_i/rdb{1,2,3}/conv{1..5},
+conv_body, conv_up1, conv_up2, conv_hr, conv_last), so its published weights map onto this tree by name.
+At num_feat=64, num_block=23, num_grow_ch=32 and scale 4 it has 16,697,987 parameters, as BasicSR's.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# BasicSR initialises the dense-block convs with Kaiming-normal weights multiplied by 0.1
+# (basicsr/archs/arch_util.py, default_init_weights(..., 0.1)). Scaling weights by 0.1 scales their variance by
+# 0.01. With 23 x 3 residual blocks stacked, unscaled He init makes every block's residual as large as its input
+# and the trunk's activations grow with depth; small residuals make each block start near the identity, so the
+# deep net trains from scratch (the same reason ESRGAN adds residual scaling).
+_RDB_KERNEL_INIT = nn.initializers.variance_scaling(2.0 * 0.1**2, "fan_in", "normal")
+
+
+def _lrelu(x: jax.Array) -> jax.Array:
+  return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def _upsample_nearest_x2(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour x2: every pixel becomes a 2x2 block (what F.interpolate(mode='nearest') does)."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class ResidualDenseBlock(nn.Module):
+  """Five 3x3 convs, each seeing the block input and every earlier output; the last one's output is scaled
+  by `residual_scale` and added to the input."""
+
+  num_feat: int
+  num_grow_ch: int
+  residual_scale: float = 0.2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = [x]
+    for i in range(1, 5):
+      conv = nn.Conv(self.num_grow_ch, (3, 3), dtype=self.dtype, kernel_init=_RDB_KERNEL_INIT, name=f"conv{i}")
+      features.append(_lrelu(conv(jnp.concatenate(features, axis=-1))))
+    conv5 = nn.Conv(self.num_feat, (3, 3), dtype=self.dtype, kernel_init=_RDB_KERNEL_INIT, name="conv5")
+    return x + self.residual_scale * conv5(jnp.concatenate(features, axis=-1))
+
+
+class RRDB(nn.Module):
+  """Three dense blocks in a row, wrapped in one more scaled residual connection."""
+
+  num_feat: int
+  num_grow_ch: int
+  residual_scale: float = 0.2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = x
+    for i in range(1, 4):
+      y = ResidualDenseBlock(self.num_feat, self.num_grow_ch, self.residual_scale, self.dtype, name=f"rdb{i}")(y)
+    return x + self.residual_scale * y
+
+
+class RRDBNet(nn.Module):
+  """LR image (N, h, w, in_ch) in [0, 1] -> (N, scale*h, scale*w, out_ch) float32, not clipped.
+
+  Attributes:
+    num_feat: channels of the trunk.
+    num_block: number of RRDBs in the trunk (23 in ESRGAN).
+    num_grow_ch: channels each dense-block conv adds.
+    scale: 2 or 4: the number of nearest-x2 + conv upsampling stages is log2(scale).
+    residual_scale: beta, the factor on every residual branch (0.2 in ESRGAN).
+    dtype: computation dtype; parameters stay float32 so bfloat16 compute keeps float32 master weights.
+  """
+
+  num_feat: int = 64
+  num_block: int = 23
+  num_grow_ch: int = 32
+  scale: int = 4
+  in_ch: int = 3
+  out_ch: int = 3
+  residual_scale: float = 0.2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    upsample_stages = {2: 1, 4: 2}
+    if self.scale not in upsample_stages:
+      raise ValueError(f"RRDBNet supports scale 2 or 4, got scale={self.scale}; set generator.scale to 2 or 4.")
+    if x.ndim != 4 or x.shape[-1] != self.in_ch:
+      raise ValueError(f"RRDBNet expects NHWC input with {self.in_ch} channels, got shape {x.shape}.")
+
+    def conv(features: int, name: str) -> nn.Conv:
+      return nn.Conv(features, (3, 3), dtype=self.dtype, name=name)
+
+    feat = conv(self.num_feat, "conv_first")(x)
+    trunk = feat
+    for i in range(self.num_block):
+      trunk = RRDB(self.num_feat, self.num_grow_ch, self.residual_scale, self.dtype, name=f"body_{i}")(trunk)
+    feat = feat + conv(self.num_feat, "conv_body")(trunk)
+    for i in range(1, upsample_stages[self.scale] + 1):
+      feat = _lrelu(conv(self.num_feat, f"conv_up{i}")(_upsample_nearest_x2(feat)))
+    out = conv(self.out_ch, "conv_last")(_lrelu(conv(self.num_feat, "conv_hr")(feat)))
+    return out.astype(jnp.float32)

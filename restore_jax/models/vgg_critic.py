@@ -1,0 +1,59 @@
+"""VGG-style critic for WGAN-GP: the SRGAN / ESRGAN discriminator without batch norm.
+
+Five stages, each a 3x3 conv then a strided 4x4 conv that halves the resolution, with widths
+num_feat x (1, 2, 4, 8, 8) (BasicSR's VGGStyleDiscriminator layout), then two dense layers.
+There is no batch norm: the WGAN-GP penalty constrains the norm of the critic's gradient with respect to each
+input independently, and batch norm makes each output depend on the whole batch, so that per-sample
+gradient is no longer what is penalised (Gulrajani et al. 2017, "Improved Training of Wasserstein GANs",
+section 4; they suggest layer norm or none). There is no sigmoid either: a Wasserstein critic outputs a score.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_WIDTH_MULTIPLIERS = (1, 2, 4, 8, 8)
+_DOWNSAMPLE = 2 ** len(_WIDTH_MULTIPLIERS)  # Each stage halves the resolution once.
+
+
+def _lrelu(x: jax.Array) -> jax.Array:
+  return nn.leaky_relu(x, negative_slope=0.2)
+
+
+class VGGCritic(nn.Module):
+  """Images (N, input_size, input_size, C) in [0, 1] -> scores (N,) float32.
+
+  Attributes:
+    num_feat: width of the first stage (64 in SRGAN / ESRGAN).
+    input_size: the crop size it is built for; the dense layer's input size depends on it, so it must be a
+      multiple of 32 and every input must have exactly this height and width.
+    dtype: computation dtype; parameters stay float32.
+  """
+
+  num_feat: int = 64
+  input_size: int = 128
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.input_size % _DOWNSAMPLE:
+      raise ValueError(
+          f"VGGCritic input_size must be a multiple of {_DOWNSAMPLE} (five stride-2 stages), got "
+          f"{self.input_size}; change discriminator.input_size (and the crop size).")
+    if x.ndim != 4 or x.shape[1:3] != (self.input_size, self.input_size):
+      raise ValueError(
+          f"VGGCritic was built for {self.input_size}x{self.input_size} NHWC inputs, got shape {x.shape}; "
+          "set discriminator.input_size to the HR crop size.")
+    for stage, multiplier in enumerate(_WIDTH_MULTIPLIERS):
+      width = self.num_feat * multiplier
+      x = _lrelu(nn.Conv(width, (3, 3), dtype=self.dtype, name=f"conv{stage}_0")(x))
+      # 4x4 kernel, stride 2, padding 1: exactly halves an even size (as the torch reference does).
+      x = nn.Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                  name=f"conv{stage}_1")(x)
+      x = _lrelu(x)
+    x = x.reshape(x.shape[0], -1)
+    x = _lrelu(nn.Dense(100, dtype=self.dtype, name="linear1")(x))
+    x = nn.Dense(1, dtype=self.dtype, name="linear2")(x)
+    return x[:, 0].astype(jnp.float32)

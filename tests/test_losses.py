@@ -1,0 +1,272 @@
+"""Losses against hand-computed values, torch, and finite differences."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from restore_jax import losses
+
+# ---------------------------------------------------------------- pixel losses
+
+PRED = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32)
+TARGET = np.array([[1.0, 1.0], [0.0, 0.0]], np.float32)  # differences -1, 0, 2, 3
+
+
+def test_pixel_losses_hand_computed():
+  np.testing.assert_allclose(losses.mse(PRED, TARGET), (1 + 0 + 4 + 9) / 4)
+  np.testing.assert_allclose(losses.l1(PRED, TARGET), (1 + 0 + 2 + 3) / 4)
+  expected = sum(math.sqrt(d * d + 1e-6) for d in (-1, 0, 2, 3)) / 4
+  np.testing.assert_allclose(losses.charbonnier(PRED, TARGET), expected, rtol=1e-6)
+  # eps = 4 with differences 3 and 0: (sqrt(9 + 16) + sqrt(16)) / 2 = 4.5.
+  np.testing.assert_allclose(
+      losses.charbonnier(np.array([3.0, 0.0]), np.zeros(2), eps=4.0), 4.5)
+
+
+def test_pixel_losses_match_torch_on_nhwc():
+  rng = np.random.default_rng(0)
+  pred, target = rng.random((2, 2, 5, 4, 3), dtype=np.float32)
+  tp, tt = torch.from_numpy(pred), torch.from_numpy(target)
+  np.testing.assert_allclose(losses.mse(pred, target), F.mse_loss(tp, tt).item(), rtol=1e-5)
+  np.testing.assert_allclose(losses.l1(pred, target), F.l1_loss(tp, tt).item(), rtol=1e-5)
+
+
+def test_pixel_loss_registry():
+  assert losses.pixel_loss("mse") is losses.mse
+  assert losses.pixel_loss("l1") is losses.l1
+  assert losses.pixel_loss("charbonnier") is losses.charbonnier
+  with pytest.raises(ValueError, match="charbonnier"):
+    losses.pixel_loss("l2")
+
+
+# ---------------------------------------------------------------- GAN losses
+
+REAL_SCORES = np.array([2.0, -1.0], np.float32)
+FAKE_SCORES = np.array([0.5, -3.0], np.float32)
+
+
+def test_wgan_losses_hand_computed():
+  # mean(real) = 0.5, mean(fake) = -1.25.
+  np.testing.assert_allclose(losses.wgan_critic_loss(REAL_SCORES, FAKE_SCORES), -1.75)
+  np.testing.assert_allclose(losses.wgan_generator_loss(FAKE_SCORES), 1.25)
+  np.testing.assert_allclose(losses.wasserstein_estimate(REAL_SCORES, FAKE_SCORES), 1.75)
+
+
+@pytest.mark.parametrize("name, critic_expected, generator_expected", [
+    ("wgan", -1.75, 1.25),
+    # 0.5 * mean([1, 4]) + 0.5 * mean([0.25, 9]);  0.5 * mean([0.25, 16]).
+    ("lsgan", 1.25 + 2.3125, 4.0625),
+    # mean(relu(1 - real)) = mean([0, 2]); mean(relu(1 + fake)) = mean([1.5, 0]); -mean(fake).
+    ("hinge", 1.0 + 0.75, 1.25),
+])
+def test_gan_losses_hand_computed(name, critic_expected, generator_expected):
+  critic_loss, generator_loss = losses.gan_losses(name)
+  np.testing.assert_allclose(critic_loss(REAL_SCORES, FAKE_SCORES), critic_expected, rtol=1e-6)
+  np.testing.assert_allclose(generator_loss(FAKE_SCORES), generator_expected, rtol=1e-6)
+
+
+def test_vanilla_gan_matches_torch_bce_with_logits():
+  # Includes large logits, where a naive log(sigmoid) would overflow.
+  real = np.array([2.0, -1.0, 40.0, -90.0], np.float32)
+  fake = np.array([0.5, -3.0, 95.0, -60.0], np.float32)
+  tr, tf = torch.from_numpy(real), torch.from_numpy(fake)
+  bce = F.binary_cross_entropy_with_logits
+  critic_expected = bce(tr, torch.ones_like(tr)) + bce(tf, torch.zeros_like(tf))
+  generator_expected = bce(tf, torch.ones_like(tf))  # non-saturating
+  critic_loss, generator_loss = losses.gan_losses("vanilla")
+  np.testing.assert_allclose(critic_loss(real, fake), critic_expected.item(), rtol=1e-5)
+  np.testing.assert_allclose(generator_loss(fake), generator_expected.item(), rtol=1e-5)
+  # Hand-computed small case: -log sigmoid(0) = log 2 on both sides.
+  np.testing.assert_allclose(critic_loss(np.zeros(3), np.zeros(3)), 2 * math.log(2), rtol=1e-6)
+
+
+def test_gan_losses_unknown_name():
+  with pytest.raises(ValueError, match="hinge"):
+    losses.gan_losses("relativistic")
+
+
+# ---------------------------------------------------------------- gradient penalty
+
+
+def test_gradient_penalty_linear_critic_is_exact():
+  # D(x) = sum(w * x): the gradient is w at every point, ||w|| = sqrt(4 * 1.5^2) = 3.
+  w = jnp.full((2, 2, 1), 1.5)
+  critic_fn = lambda x: jnp.sum(x * w, axis=(1, 2, 3))
+  real = jax.random.uniform(jax.random.key(1), (5, 2, 2, 1))
+  fake = jax.random.uniform(jax.random.key(2), (5, 2, 2, 1))
+  penalty, aux = jax.jit(losses.gradient_penalty, static_argnums=0)(
+      critic_fn, real, fake, jax.random.key(3))
+  np.testing.assert_allclose(penalty, (3.0 - 1.0)**2, rtol=1e-6)
+  np.testing.assert_allclose(aux["gp_grad_norm"], 3.0, rtol=1e-6)
+
+
+def test_gradient_penalty_interpolates_uniformly_per_sample():
+  # D(x) = sum(x^2) / 2 has gradient x; with real = 1 and fake = 0 the point is
+  # eps_i everywhere in sample i, so its gradient norm is eps_i (one element).
+  # With eps ~ U[0, 1): E[norm] = 1/2 and E[(eps - 1)^2] = 1/3.
+  n = 20000
+  critic_fn = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))
+  real, fake = jnp.ones((n, 1, 1, 1)), jnp.zeros((n, 1, 1, 1))
+  penalty, aux = losses.gradient_penalty(critic_fn, real, fake, jax.random.key(0))
+  assert abs(float(aux["gp_grad_norm"]) - 0.5) < 0.01
+  assert abs(float(penalty) - 1 / 3) < 0.01
+  # A whole-image sample: the same eps for all its pixels, so the norm is
+  # eps * sqrt(H W C) < sqrt(12), and (with one sample) penalty = (norm - 1)^2.
+  penalty, aux = losses.gradient_penalty(
+      critic_fn, jnp.ones((1, 2, 2, 3)), jnp.zeros((1, 2, 2, 3)), jax.random.key(5))
+  assert 0.0 <= float(aux["gp_grad_norm"]) < math.sqrt(12)
+  np.testing.assert_allclose(penalty, (aux["gp_grad_norm"] - 1.0)**2, rtol=1e-6)
+  # A different key draws a different eps.
+  _, aux_other = losses.gradient_penalty(
+      critic_fn, jnp.ones((1, 2, 2, 3)), jnp.zeros((1, 2, 2, 3)), jax.random.key(6))
+  assert float(aux["gp_grad_norm"]) != float(aux_other["gp_grad_norm"])
+
+
+def test_gradient_penalty_zero_gradient_is_finite():
+  # A constant critic has zero input gradient: penalty 1, and its params
+  # gradient must stay finite (sqrt at 0 would give NaN).
+  def penalty_of(scale):
+    critic_fn = lambda x: scale * jnp.zeros(x.shape[0]) + 0.0 * jnp.sum(x, axis=(1, 2, 3))
+    return losses.gradient_penalty(critic_fn, jnp.ones((2, 2, 2, 1)), jnp.zeros((2, 2, 2, 1)),
+                                   jax.random.key(0))[0]
+  np.testing.assert_allclose(penalty_of(1.0), 1.0)
+  assert np.isfinite(jax.grad(penalty_of)(1.0))
+
+
+class TinyCritic(nn.Module):
+  """Conv + tanh + dense: a small nonlinear critic with one score per sample."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(4, (3, 3), dtype=jnp.float64, param_dtype=jnp.float64)(x)
+    x = jnp.tanh(x)
+    x = x.reshape((x.shape[0], -1))
+    return nn.Dense(1, dtype=jnp.float64, param_dtype=jnp.float64)(x)[:, 0]
+
+
+@pytest.fixture(scope="module")
+def tiny_critic_x64():
+  """Critic, params and images, all in float64; x64 is switched on only inside tests."""
+  with jax.enable_x64(True):
+    critic = TinyCritic()
+    images = jax.random.normal(jax.random.key(0), (3, 4, 4, 2), dtype=jnp.float64)
+    params = critic.init(jax.random.key(1), images)
+    fake = jax.random.normal(jax.random.key(2), (3, 4, 4, 2), dtype=jnp.float64)
+  return critic, params, images, fake
+
+
+def _central_difference_grad_norms(score_fn, images, step=1e-5):
+  """Per-sample ||d D / d x|| by central differences, one input element at a time."""
+  flat = images.reshape(images.shape[0], -1)
+  norms = []
+  for i in range(flat.shape[0]):
+    grad = np.zeros(flat.shape[1])
+    for j in range(flat.shape[1]):
+      plus, minus = flat.copy(), flat.copy()
+      plus[i, j] += step
+      minus[i, j] -= step
+      scores_plus = score_fn(plus.reshape(images.shape))
+      scores_minus = score_fn(minus.reshape(images.shape))
+      grad[j] = (scores_plus[i] - scores_minus[i]) / (2 * step)
+    norms.append(np.linalg.norm(grad))
+  return np.array(norms)
+
+
+def test_gradient_penalty_matches_finite_differences(tiny_critic_x64):
+  critic, params, images, _ = tiny_critic_x64
+  with jax.enable_x64(True):
+    score_fn = jax.jit(lambda x: critic.apply(params, x))
+    # real == fake pins the interpolated point to the images whatever eps is.
+    penalty, aux = losses.gradient_penalty(score_fn, images, images, jax.random.key(7))
+    norms = _central_difference_grad_norms(lambda x: np.asarray(score_fn(x)), np.asarray(images))
+  assert penalty.dtype == jnp.float64
+  np.testing.assert_allclose(aux["gp_grad_norm"], norms.mean(), rtol=1e-7)
+  np.testing.assert_allclose(penalty, np.mean((norms - 1.0)**2), rtol=1e-7)
+
+
+def test_gradient_penalty_is_differentiable_in_critic_params(tiny_critic_x64):
+  critic, params, real, fake = tiny_critic_x64
+  with jax.enable_x64(True):
+    key = jax.random.key(11)  # fixed key: the same interpolation points every call
+
+    @jax.jit
+    def penalty_of(p):
+      return losses.gradient_penalty(lambda x: critic.apply(p, x), real, fake, key)[0]
+
+    grads = jax.grad(penalty_of)(params)
+    leaves = jax.tree.leaves(grads)
+    assert all(np.all(np.isfinite(leaf)) for leaf in leaves)
+    assert any(np.any(leaf != 0) for leaf in leaves)
+
+    kernel = params["params"]["Dense_0"]["kernel"]
+    step = 1e-6
+    def with_kernel_entry(delta):
+      bumped = kernel.at[3, 0].add(delta)
+      return penalty_of({"params": {**params["params"], "Dense_0": {
+          **params["params"]["Dense_0"], "kernel": bumped}}})
+    finite_difference = (with_kernel_entry(step) - with_kernel_entry(-step)) / (2 * step)
+    np.testing.assert_allclose(
+        grads["params"]["Dense_0"]["kernel"][3, 0], finite_difference, rtol=1e-6)
+
+
+def test_x64_does_not_leak():
+  assert not jax.config.jax_enable_x64
+  assert jnp.zeros(1).dtype == jnp.float32
+
+
+def test_gradient_penalty_shape_mismatch():
+  with pytest.raises(ValueError, match="same shape"):
+    losses.gradient_penalty(lambda x: x.sum((1, 2, 3)), jnp.zeros((2, 4, 4, 3)),
+                            jnp.zeros((2, 8, 8, 3)), jax.random.key(0))
+
+
+# ---------------------------------------------------------------- perceptual
+
+
+def _identity_and_pool_features(images):
+  """Stand-in for VGG features: the image itself and its 2x2 average pool."""
+  return {"identity": images, "pool": nn.avg_pool(images, (2, 2), strides=(2, 2))}
+
+
+def test_perceptual_loss_hand_computed():
+  pred = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 2, 2, 1)
+  target = jnp.zeros_like(pred)
+  weights = {"identity": 0.5, "pool": 2.0}
+  # identity: mse = (1 + 4 + 9 + 16) / 4 = 7.5, l1 = 2.5; pool: the mean 2.5 -> mse 6.25, l1 2.5.
+  loss = losses.perceptual_loss(_identity_and_pool_features, pred, target, layer_weights=weights)
+  np.testing.assert_allclose(loss, 0.5 * 7.5 + 2.0 * 6.25, rtol=1e-6)
+  loss_l1 = losses.perceptual_loss(
+      _identity_and_pool_features, pred, target, layer_weights=weights, criterion="l1")
+  np.testing.assert_allclose(loss_l1, 0.5 * 2.5 + 2.0 * 2.5, rtol=1e-6)
+  only_pool = losses.perceptual_loss(
+      _identity_and_pool_features, pred, target, layer_weights={"pool": 1.0})
+  np.testing.assert_allclose(only_pool, 6.25, rtol=1e-6)
+
+
+def test_perceptual_loss_gradient_flows_only_through_pred():
+  pred = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 2, 2, 1)
+  target = jnp.zeros_like(pred)
+  loss_fn = lambda p, t: losses.perceptual_loss(
+      _identity_and_pool_features, p, t, layer_weights={"identity": 0.5, "pool": 2.0})
+  grad_pred, grad_target = jax.grad(loss_fn, argnums=(0, 1))(pred, target)
+  # identity: d/dp 0.5 * mean((p - t)^2) = (p - t) / 4; pool: d/dp 2 * (mean p)^2 = 4 * 2.5 / 4.
+  expected = np.array([0.25, 0.5, 0.75, 1.0]) + 2.5
+  np.testing.assert_allclose(grad_pred.ravel(), expected, rtol=1e-6)
+  np.testing.assert_array_equal(grad_target, 0.0)
+
+
+def test_perceptual_loss_errors():
+  images = jnp.zeros((1, 2, 2, 1))
+  with pytest.raises(ValueError, match="conv5_4"):
+    losses.perceptual_loss(_identity_and_pool_features, images, images,
+                           layer_weights={"conv5_4": 1.0})
+  with pytest.raises(ValueError, match="criterion"):
+    losses.perceptual_loss(_identity_and_pool_features, images, images,
+                           layer_weights={"pool": 1.0}, criterion="cosine")
+  with pytest.raises(ValueError, match="at least one layer"):
+    losses.perceptual_loss(_identity_and_pool_features, images, images, layer_weights={})

@@ -1,0 +1,144 @@
+"""The GAN step: same result on 1 and 8 devices, n_critic updates, EMA, loss switches, sharded compile."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import sr_wgangp
+from restore_jax import models, parallel
+from restore_jax.state import create_gan_state
+from restore_jax.step import make_train_step
+
+
+def _config(**overrides):
+  c = sr_wgangp.get_config("tiny")
+  c.batch_size = 8
+  c.optim.n_critic = 2
+  for k, v in overrides.items():
+    parent, _, leaf = k.rpartition(".")
+    (c if not parent else functools.reduce(getattr, parent.split("."), c))[leaf] = v
+  return c
+
+
+def _batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  hr = rng.random((config.batch_size, config.data.hr_crop, config.data.hr_crop, 3), dtype=np.float32)
+  lr_size = config.data.hr_crop // config.degradation.scale
+  lr = hr.reshape(config.batch_size, lr_size, 4, lr_size, 4, 3).mean(axis=(2, 4))
+  return {"lr": lr, "hr": hr}
+
+
+def _run(config, devices, batch, steps=2):
+  """Builds state and step on a mesh over `devices` and runs `steps` steps of the same global batch."""
+  mesh = parallel.make_mesh(devices)
+  generator = models.make_generator(config.generator)
+  discriminator = models.make_discriminator(config.discriminator)
+  repl, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  state = jax.jit(functools.partial(create_gan_state, config, generator, discriminator), out_shardings=repl)(
+      jax.random.key(config.seed)
+  )
+  params = [jax.device_get(state.generator.params)]
+  step = jax.jit(
+      make_train_step(config, generator, discriminator),
+      in_shardings=(repl, shard, repl),
+      out_shardings=(repl, repl),
+      donate_argnums=(0,),
+  )
+  global_batch = parallel.to_global_batch(batch, mesh)
+  assert global_batch["hr"].sharding.spec == shard.spec
+  history = []
+  for _ in range(steps):
+    state, metrics = step(state, global_batch, {})
+    history.append(jax.device_get(metrics))
+    params.append(jax.device_get(state.generator.params))
+  return state, history, params
+
+
+@pytest.fixture(scope="module")
+def config():
+  return _config()
+
+
+@pytest.fixture(scope="module")
+def one_and_eight(config):
+  assert jax.device_count() == 8, "conftest must give 8 fake CPU devices"
+  batch = _batch(config)
+  return _run(config, jax.devices()[:1], batch), _run(config, jax.devices(), batch)
+
+
+def test_one_device_and_eight_devices_agree(one_and_eight):
+  (state1, hist1, _), (state8, hist8, _) = one_and_eight
+  assert state8.generator.params is not None
+  for tree1, tree8 in [
+      (state1.generator.params, state8.generator.params),
+      (state1.discriminator.params, state8.discriminator.params),
+      (state1.ema_params, state8.ema_params),
+  ]:
+    for a, b in zip(jax.tree.leaves(tree1), jax.tree.leaves(tree8), strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
+  for m1, m8 in zip(hist1, hist8):
+    for k in ("g_loss", "d_loss", "gradient_penalty", "psnr"):
+      np.testing.assert_allclose(m1[k], m8[k], rtol=1e-4, atol=1e-5)
+  # The state really lives on all eight devices, replicated.
+  leaf = jax.tree.leaves(state8.generator.params)[0]
+  assert len(leaf.sharding.device_set) == 8 and leaf.sharding.is_fully_replicated
+
+
+def test_step_reports_every_term(one_and_eight):
+  (_, hist, _), _ = one_and_eight
+  expected = {"g_loss", "g_pixel", "g_adversarial", "d_loss", "d_adversarial", "gradient_penalty", "wasserstein",
+              "g_grad_norm", "d_grad_norm", "psnr", "psnr_bicubic", "lr_g", "lr_d"}
+  assert expected <= set(hist[0])
+  for k in expected:
+    assert np.isfinite(hist[0][k]), k
+  # The critic loss is its adversarial part plus gp_weight times the penalty.
+  m = hist[0]
+  np.testing.assert_allclose(m["d_loss"], m["d_adversarial"] + 10.0 * m["gradient_penalty"], rtol=1e-5)
+  np.testing.assert_allclose(m["wasserstein"], -m["d_adversarial"], rtol=1e-5, atol=1e-6)
+
+
+def test_n_critic_updates_and_ema(config, one_and_eight):
+  """After two steps: 2 * n_critic critic updates, 2 generator updates, and the EMA recursion computed by hand."""
+  (state2, _, params), _ = one_and_eight
+  assert int(state2.step) == 2
+  assert int(state2.discriminator.step) == 2 * config.optim.n_critic
+  assert int(state2.generator.step) == 2
+  d = config.ema_decay
+  for e2, p0, p1, p2 in zip(*(jax.tree.leaves(t) for t in (state2.ema_params, *params)), strict=True):
+    e1 = d * p0 + (1 - d) * p1  # EMA starts at the initial parameters.
+    np.testing.assert_allclose(np.asarray(e2), d * e1 + (1 - d) * p2, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(params[0])[0], jax.tree.leaves(params[2])[0])
+
+
+def test_generator_update_is_adam_on_pixel_loss_before_gan_phase():
+  """Before adversarial_start_step the generator takes a plain Adam step on the pixel loss alone."""
+  config = _config(**{"loss.adversarial_start_step": 10})
+  batch = _batch(config, seed=1)
+  generator = models.make_generator(config.generator)
+  discriminator = models.make_discriminator(config.discriminator)
+  state0 = create_gan_state(config, generator, discriminator, jax.random.key(0))
+  params0 = jax.tree.map(jnp.copy, state0.generator.params)
+  state1, metrics = jax.jit(make_train_step(config, generator, discriminator))(state0, batch, {})
+  assert metrics["adversarial_on"] == 0.0
+
+  def mse(p):
+    out = generator.apply({"params": p}, batch["lr"])
+    return jnp.mean((out - batch["hr"]) ** 2)
+
+  tx = optax.adam(config.optim.g_learning_rate, b1=config.optim.b1, b2=config.optim.b2)
+  grads = jax.grad(mse)(params0)
+  updates, _ = tx.update(grads, tx.init(params0), params0)
+  expected = optax.apply_updates(params0, updates)
+  for a, b in zip(jax.tree.leaves(state1.generator.params), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(metrics["g_loss"], float(mse(params0)), rtol=1e-5)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error():
+  mesh = parallel.make_mesh()
+  with pytest.raises(ValueError, match="divisible by the number of devices"):
+    parallel.check_batch_size(12, mesh)
