@@ -25,23 +25,27 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
 
 def _demo(c: ml_collections.ConfigDict) -> None:
   """A few minutes on a 2-core CPU; PSNR climbs past bicubic on the sample photographs."""
-  c.total_steps = 1_500
+  c.total_steps = 800
   c.batch_size = 8
   c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 500
+  c.eval_every = 400
+  c.checkpoint_every = 400
   c.data.hr_crop = 64
-  c.generator.update(num_feat=32, num_block=2, num_grow_ch=16)
+  c.generator.update(num_feat=32, num_block=2, num_grow_ch=16, bicubic_residual=True)
   c.discriminator.update(num_feat=16, input_size=64)
   c.optim.g_learning_rate = 5e-4
   c.optim.d_learning_rate = 2e-4
   c.optim.n_critic = 1
-  c.loss.adversarial_start_step = 1_000  # Pixel pre-training first, then the GAN phase.
+  c.optim.b1, c.optim.b2 = 0.9, 0.99  # ESRGAN's Adam: better than WGAN-GP's beta1 = 0 for the pixel phase.
+  c.loss.adversarial_start_step = 400  # Pixel pre-training first, then the GAN phase.
+  # At SRGAN's 1e-3 the unbounded WGAN scores outweigh the small MSE of a few-minute model, and PSNR falls
+  # 1.5 dB below bicubic within 200 steps; 1e-4 keeps the GAN phase visible without undoing the pixel phase.
+  c.loss.adversarial_weight = 1e-4
   c.loss.perceptual.weight = 0.0
 
 
 def _bench(c: ml_collections.ConfigDict) -> None:
-  """The full networks at the training shape; `restore_jax.bench` times steps of it."""
+  """The full networks at the training shape, for throughput measurements."""
   c.total_steps = 20
   c.log_every = 10
   c.loss.perceptual.weight = 0.0  # Benchmarks must run without a weights file; the VGG term is timed apart.

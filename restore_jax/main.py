@@ -1,10 +1,13 @@
 """Trains a restoration GAN: `python -m restore_jax.main --config configs/sr_wgangp.py[:VARIANT] --workdir DIR`."""
 
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from restore_jax import parallel, train
+from restore_jax.models import vgg19_weights
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and config.json.")
@@ -17,7 +20,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   parallel.maybe_initialize_distributed()
   logging.info("JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except vgg19_weights.VGG19WeightsNotFound as e:  # A set-up problem, not a bug: no traceback.
+    logging.error("%s", e)
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ def make_train_step(
     def critic_body(d_state, key):
       return critic_update(d_state, fake, clean, key)
 
-    d_state, d_aux = jax.lax.scan(critic_body, state.discriminator, jax.random.split(gp_rng, n_critic))
-    d_metrics = jax.tree.map(lambda x: x[-1], d_aux)  # Report the last critic update.
+    # A Python loop, not lax.scan: n_critic is small, and XLA:CPU ran the scanned convolutions 3x slower.
+    d_state = state.discriminator
+    for key in jax.random.split(gp_rng, n_critic):
+      d_state, d_metrics = critic_body(d_state, key)
 
     # Generator: one update against the updated critic.
     adversarial_on = state.step >= lc.adversarial_start_step

@@ -67,7 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
 
   # ---------------------------------------------------------------- Logging
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+  writer.write_hparams(_flatten(config.to_dict()))
 
   # ---------------------------------------------------------------- Mesh
   mesh = parallel.make_mesh()

@@ -60,6 +60,21 @@ def test_rrdb_output_is_scale_times_input(scale):
   assert out.dtype == jnp.float32
 
 
+def test_rrdb_bicubic_residual_adds_a_bicubic_upsampling(tiny_rrdb):
+  """With the last conv zeroed the network's own output is 0, so what remains is the bicubic skip alone."""
+  _, variables, x = tiny_rrdb
+  net = rrdb.RRDBNet(**TINY_RRDB, scale=4, bicubic_residual=True)
+  zeroed = jax.tree.map(jnp.zeros_like, variables["params"]["conv_last"])
+  params = {**variables["params"], "conv_last": zeroed}
+  out = net.apply({"params": params}, x)
+  expected = jax.image.resize(x, (2, 24, 20, 3), "bicubic")
+  np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-6)
+  # Without the skip the same parameters give zeros: the skip really is the only difference.
+  plain = rrdb.RRDBNet(**TINY_RRDB, scale=4).apply({"params": params}, x)
+  np.testing.assert_allclose(np.asarray(plain), 0.0, atol=1e-7)
+  assert _param_count(net, x) == _param_count(rrdb.RRDBNet(**TINY_RRDB, scale=4), x)
+
+
 def test_rrdb_rejects_unsupported_scale():
   with pytest.raises(ValueError, match="scale"):
     rrdb.RRDBNet(**TINY_RRDB, scale=3).init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))

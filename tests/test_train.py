@@ -12,13 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _train(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+def _train(workdir: Path, *extra: str, config: str = "configs/sr_wgangp.py:tiny", check: bool = True,
+           **env_overrides: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             TF_CPP_MIN_LOG_LEVEL="2")
-  cmd = [sys.executable, "-m", "restore_jax.main", "--config", "configs/sr_wgangp.py:tiny",
-         "--workdir", str(workdir), *extra]
+             TF_CPP_MIN_LOG_LEVEL="2", **env_overrides)
+  cmd = [sys.executable, "-m", "restore_jax.main", "--config", config, "--workdir", str(workdir), *extra]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  if check:
+    assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
 
 
@@ -67,3 +68,37 @@ def test_rerun_resumes_from_checkpoint(run):
   scalars, _ = _events(workdir)
   assert [s for s, _ in scalars["g_loss"]] == [2, 4, 6]
   assert (workdir / "checkpoints" / "6").is_dir()
+
+
+def test_full_recipe_without_vgg19_weights_stops_before_training(tmp_path):
+  """Nothing can be downloaded: with no weights anywhere, the full recipe says where to put them and exits."""
+  home = tmp_path / "home"
+  proc = _train(tmp_path / "run", config="configs/sr_wgangp.py", check=False, HOME=str(home),
+                XDG_CACHE_HOME=str(home / ".cache"), TORCH_HOME=str(home / "torch"), KERAS_HOME=str(home / "keras"))
+  assert proc.returncode != 0
+  assert "No VGG19 weights found" in proc.stderr
+  assert str(home / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth") in proc.stderr
+  assert "--config.loss.perceptual.weights" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_perceptual_term_trains_with_weights_from_a_file(tmp_path):
+  """A VGG19 .npz (random weights, written here) switches the perceptual term on and it is logged."""
+  from restore_jax.models import vgg19
+
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for name, (kernel_shape, bias_shape) in vgg19.conv_shapes().items():
+    fan_in = np.prod(kernel_shape[:3])
+    arrays[f"{name}/kernel"] = (rng.standard_normal(kernel_shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+    arrays[f"{name}/bias"] = np.zeros(bias_shape, np.float32)
+  weights = tmp_path / "vgg19.npz"
+  np.savez(weights, **arrays)
+  workdir = tmp_path / "run"
+  _train(workdir, "--config.total_steps=2", "--config.log_every=1", "--config.loss.perceptual.weight=0.01",
+         f"--config.loss.perceptual.weights={weights}")
+  scalars, _ = _events(workdir)
+  assert "g_perceptual" in scalars
+  values = [v for _, v in scalars["g_perceptual"]]
+  assert len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values)

@@ -1,0 +1,70 @@
+"""Multi-host data parallelism, on one machine: two processes with two CPU devices each train exactly like one
+process with four devices (DESIGN.md section 3), because the global batch depends only on the seed and step."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 2
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _command(workdir: Path) -> list[str]:
+  return [sys.executable, "-m", "restore_jax.main", "--config", "configs/sr_wgangp.py:tiny", "--workdir",
+          str(workdir), f"--config.total_steps={STEPS}", f"--config.checkpoint_every={STEPS}"]
+
+
+def _env(local_devices: int, **extra: str) -> dict[str, str]:
+  return dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}", **extra)
+
+
+def _final_state(workdir: Path) -> dict:
+  return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(STEPS) / "state")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  single = tmp_path_factory.mktemp("one_process")
+  multi = tmp_path_factory.mktemp("two_processes")
+  port = _free_port()
+  procs = [
+      subprocess.Popen(
+          _command(multi), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+          env=_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)),
+      )
+      for i in range(2)
+  ]
+  one = subprocess.run(_command(single), cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  assert one.returncode == 0, one.stderr[-3000:]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  return single, multi, outputs
+
+
+def test_two_processes_match_one_process(runs):
+  single, multi, outputs = runs
+  assert any("Process 0 of 2" in out for out in outputs) and any("Process 1 of 2" in out for out in outputs)
+  a, b = _final_state(single), _final_state(multi)
+  leaves_a, leaves_b = ocp.tree.to_flat_dict(a), ocp.tree.to_flat_dict(b)
+  assert leaves_a.keys() == leaves_b.keys()
+  compared = 0
+  for key, value in leaves_a.items():
+    if np.issubdtype(np.asarray(value).dtype, np.floating):
+      np.testing.assert_allclose(np.asarray(value), np.asarray(leaves_b[key]), rtol=2e-4, atol=2e-6, err_msg=str(key))
+      compared += 1
+  assert compared > 10
+  assert int(np.asarray(a["step"])) == int(np.asarray(b["step"])) == STEPS
