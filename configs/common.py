@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.d_learning_rate = 1e-4
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
+  c.optim.eps = 1e-8  # Adam's epsilon.
   c.optim.warmup_steps = 0
   c.optim.grad_clip_norm = 0.0  # 0 = no clipping.
   c.optim.n_critic = 1  # Critic updates per generator update.

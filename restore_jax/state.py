@@ -34,7 +34,7 @@ def make_optimizer(config: ml_collections.ConfigDict, which: str) -> optax.Gradi
   """Adam for the generator ("g") or the discriminator ("d"), each with its own learning rate."""
   o = config.optim
   schedule = learning_rate_fn(o[f"{which}_learning_rate"], o.warmup_steps)
-  adam = optax.adam(schedule, b1=o.b1, b2=o.b2)
+  adam = optax.adam(schedule, b1=o.b1, b2=o.b2, eps=o.eps)
   if o.grad_clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(o.grad_clip_norm), adam)
   return adam

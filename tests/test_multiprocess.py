@@ -7,12 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 2
+# Adam divides each gradient component by its own RMS, so a component whose true gradient is ~0 takes a full-size
+# step whose sign is float rounding, and rounding differs with the all-reduce's order (one process vs gloo). A
+# larger epsilon damps those components and leaves every real difference in the computation visible: measured, the
+# two topologies then agree to ~3e-6 relative, against ~1e-3 for the default 1e-8.
+ADAM_EPS = 1e-3
 
 
 def _free_port() -> int:
@@ -23,7 +29,8 @@ def _free_port() -> int:
 
 def _command(workdir: Path) -> list[str]:
   return [sys.executable, "-m", "restore_jax.main", "--config", "configs/sr_wgangp.py:tiny", "--workdir",
-          str(workdir), f"--config.total_steps={STEPS}", f"--config.checkpoint_every={STEPS}"]
+          str(workdir), f"--config.total_steps={STEPS}", f"--config.checkpoint_every={STEPS}",
+          f"--config.optim.eps={ADAM_EPS}"]
 
 
 def _env(local_devices: int, **extra: str) -> dict[str, str]:
@@ -32,7 +39,13 @@ def _env(local_devices: int, **extra: str) -> dict[str, str]:
 
 
 def _final_state(workdir: Path) -> dict:
-  return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(STEPS) / "state")
+  """The saved state as arrays on one local device, whatever topology wrote it."""
+  path = workdir / "checkpoints" / str(STEPS) / "state"
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata)
+  return checkpointer.restore(path, target)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +76,10 @@ def test_two_processes_match_one_process(runs):
   assert leaves_a.keys() == leaves_b.keys()
   compared = 0
   for key, value in leaves_a.items():
-    if np.issubdtype(np.asarray(value).dtype, np.floating):
-      np.testing.assert_allclose(np.asarray(value), np.asarray(leaves_b[key]), rtol=2e-4, atol=2e-6, err_msg=str(key))
+    if key[0] == "rng":  # A typed PRNG key: compare its bits.
+      np.testing.assert_array_equal(jax.random.key_data(value), jax.random.key_data(leaves_b[key]))
+    elif np.issubdtype(np.asarray(value).dtype, np.floating):
+      np.testing.assert_allclose(np.asarray(value), np.asarray(leaves_b[key]), rtol=1e-4, atol=1e-6, err_msg=str(key))
       compared += 1
   assert compared > 10
   assert int(np.asarray(a["step"])) == int(np.asarray(b["step"])) == STEPS

@@ -37,7 +37,7 @@ def _events(workdir: Path) -> tuple[dict[str, list[tuple[int, float]]], set[str]
         elif kind == "scalars" or value.HasField("simple_value"):
           number = value.simple_value if value.HasField("simple_value") else float(tf.make_ndarray(value.tensor))
           scalars.setdefault(value.tag, []).append((event.step, number))
-  return scalars, images
+  return {tag: sorted(points) for tag, points in scalars.items()}, images
 
 
 @pytest.fixture(scope="module")
