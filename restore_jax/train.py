@@ -6,6 +6,7 @@ pure pieces it composes.
 
 import functools
 import json
+import os
 import time
 from typing import Any
 
@@ -61,7 +62,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   """Trains `config` in `workdir`, resuming from the newest checkpoint there. Returns the final state."""
-  workdir = epath.Path(workdir)
+  workdir = _absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   write_config(config, workdir)
 
@@ -169,6 +170,11 @@ def compile_step(train_step, state, batch, frozen):
   except Exception:  # Not every backend reports memory.
     pass
   return compiled
+
+
+def _absolute(path: str) -> epath.Path:
+  """Local paths made absolute (orbax refuses relative ones); URLs such as gs://bucket/run pass through."""
+  return epath.Path(path if "://" in str(path) else os.path.abspath(path))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -13,11 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _train(workdir: Path, *extra: str, config: str = "configs/sr_wgangp.py:tiny", check: bool = True,
-           **env_overrides: str) -> subprocess.CompletedProcess:
+           cwd: Path = REPO, **env_overrides: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
              TF_CPP_MIN_LOG_LEVEL="2", **env_overrides)
   cmd = [sys.executable, "-m", "restore_jax.main", "--config", config, "--workdir", str(workdir), *extra]
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
   if check:
     assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
@@ -42,9 +42,10 @@ def _events(workdir: Path) -> tuple[dict[str, list[tuple[int, float]]], set[str]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("tiny")
-  first = _train(workdir)
-  return workdir, first
+  """The tiny recipe run the way a user types it: from their own directory, with a relative --workdir."""
+  here = tmp_path_factory.mktemp("user")
+  first = _train(Path("tiny"), config=str(REPO / "configs" / "sr_wgangp.py") + ":tiny", cwd=here)
+  return here / "tiny", first
 
 
 def test_tiny_run_writes_config_events_and_checkpoint(run):
