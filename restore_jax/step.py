@@ -77,13 +77,10 @@ def make_train_step(
     # Discriminator: n_critic updates against the current generator's (fixed) outputs.
     fake = jax.lax.stop_gradient(generator.apply({"params": state.generator.params}, degraded))
 
-    def critic_body(d_state, key):
-      return critic_update(d_state, fake, clean, key)
-
     # A Python loop, not lax.scan: n_critic is small, and XLA:CPU ran the scanned convolutions 3x slower.
     d_state = state.discriminator
     for key in jax.random.split(gp_rng, n_critic):
-      d_state, d_metrics = critic_body(d_state, key)
+      d_state, d_metrics = critic_update(d_state, fake, clean, key)  # The last update's metrics are reported.
 
     # Generator: one update against the updated critic.
     adversarial_on = state.step >= lc.adversarial_start_step
