@@ -19,12 +19,13 @@ from clu import metric_writers, periodic_actions
 from etils import epath
 
 from restore_jax import checkpoint, data, models, parallel
+from restore_jax.data import pipeline
 from restore_jax.models import vgg19, vgg19_weights
 from restore_jax.state import GANState, create_gan_state, parameter_count
 from restore_jax.step import make_train_step
 
 # Host-side counters that travel with each batch (see restore_jax.data.pipeline).
-SKIP_KEYS = ("skipped", "skipped_decode", "skipped_small")
+SKIP_KEYS = ("skipped",) + tuple(f"skipped_{reason}" for reason in pipeline.SKIP_REASONS)
 MODEL_KEYS = ("lr", "hr")
 
 
@@ -125,8 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
         state, step_metrics = train_step(state, batch, frozen)
       history.append(step_metrics)
       for k in SKIP_KEYS:
-        if k in local:
-          skips[k] += int(np.sum(local[k]))
+        skips[k] += int(np.sum(local[k]))
       if preview is None:
         n = min(config.num_grid_images, local["lr"].shape[0])
         preview = (local["lr"][:n], local["hr"][:n])
