@@ -1,23 +1,19 @@
 """End to end: the `tiny` recipe through the real command line, then a resume from its checkpoint."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from cli import REPO, cli_env, train_command
 
 
 def _train(workdir: Path, *extra: str, config: str = "configs/sr_wgangp.py:tiny", check: bool = True,
            cwd: Path = REPO, **env_overrides: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             TF_CPP_MIN_LOG_LEVEL="2", **env_overrides)
-  cmd = [sys.executable, "-m", "restore_jax.main", "--config", config, "--workdir", str(workdir), *extra]
-  proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(train_command(workdir, *extra, config=config), cwd=cwd, env=cli_env(2, **env_overrides),
+                        capture_output=True, text=True, timeout=600)
   if check:
     assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
