@@ -34,7 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.prefetch = 2
   c.data.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)
   c.data.image_key = ml_collections.FieldReference(None, field_type=str)
-  c.data.max_skip_fraction = 0.5
+  c.data.max_skip_fraction = 0.5  # Stop when more than this fraction of records read so far were unusable.
+  c.data.max_image_pixels = 200_000_000  # Larger images are skipped ("huge"), not decoded into memory.
 
   c.degradation = ml_collections.ConfigDict(dict(name="bicubic", scale=4))
 
@@ -51,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip_norm = 0.0  # 0 = no clipping.
   c.optim.n_critic = 1  # Critic updates per generator update.
   c.ema_decay = 0.999
+  # A step with a NaN/Inf loss or gradient leaves the parameters unchanged and is counted; this many in a row
+  # stop the run with a checkpoint of the last good state.
+  c.max_consecutive_nonfinite = 10
 
   c.loss = ml_collections.ConfigDict()
   c.loss.pixel = "mse"
@@ -65,6 +69,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.perceptual.criterion = "mse"
   c.loss.perceptual.before_activation = True
   c.loss.perceptual.weights = ml_collections.FieldReference(None, field_type=str)
+
+  # Periodic evaluation on whole images, every eval_every steps, with the code of restore_jax.evaluate.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.data = ""  # A source ("folder:PATH", "tfds:NAME:SPLIT"); "" = the records held out of data.source.
+  c.eval.holdout = 0  # Records of data.source kept out of training for evaluation (used when eval.data = "").
+  c.eval.max_images = 16  # At most this many images per evaluation (0 = all).
+  c.eval.crop_border = -1  # -1 = the degradation's scale, the SR convention.
+  c.eval.seed = 0  # Seeds each image's degradation, so every evaluation scores the same inputs.
+  c.eval.use_ema = True  # Score the EMA generator (as evaluate.py and restore.py do by default).
+  c.eval.best_metric = "psnr_y"  # Keep the best checkpoint by this mean metric in DIR/best ("" = don't).
+
+  # Test hooks: never set in a recipe.
+  c.debug = ml_collections.ConfigDict()
+  c.debug.poison_steps = ()  # Steps whose batch is replaced by NaNs, to exercise the non-finite guard.
   return c
 
 
