@@ -6,8 +6,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from restore_jax import parallel, train
+from restore_jax import checkpoint, parallel, train
 from restore_jax.models import vgg19_weights
+
+EXIT_CONFIG = 78  # EX_CONFIG: the workdir cannot be resumed (another configuration, or no readable checkpoint).
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and config.json.")
@@ -22,9 +24,16 @@ def main(argv):
   logging.info("JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except vgg19_weights.VGG19WeightsNotFound as e:  # A set-up problem, not a bug: no traceback.
+  except train.StopTraining as e:  # Stopped on purpose, checkpoint saved: the exit code says why.
+    logging.warning("%s", e)
+    sys.exit(e.exit_code)
+  # Set-up problems, not bugs: a message and no traceback.
+  except vgg19_weights.VGG19WeightsNotFound as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")
+  except (checkpoint.IncompatibleConfig, checkpoint.NoGoodCheckpoint) as e:
+    logging.error("%s", e)
+    sys.exit(EXIT_CONFIG)
 
 
 if __name__ == "__main__":

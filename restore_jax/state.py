@@ -1,7 +1,8 @@
 """GANState: everything a GAN run carries from step to step, as one plain pytree.
 
 Two `TrainState`s (generator and discriminator, each with its own optimizer), the generator's EMA parameters, the
-step and the rng. One pytree means one sharding spec, one donation and one orbax item.
+step, the rng and the counts of skipped non-finite steps. One pytree means one sharding spec, one donation and one
+orbax item.
 """
 
 from typing import Any
@@ -21,6 +22,11 @@ class GANState(flax.struct.PyTreeNode):
   discriminator: train_state.TrainState
   ema_params: Any
   rng: jax.Array
+  # Steps whose loss or gradients were NaN/Inf and were therefore not applied: in total, and in a row up to now
+  # (train.py stops the run when the second reaches config.max_consecutive_nonfinite). Checkpointed with the rest,
+  # so a resumed run keeps counting.
+  nonfinite_steps: jax.Array
+  consecutive_nonfinite: jax.Array
 
 
 def learning_rate_fn(base_lr: float, warmup_steps: int) -> optax.Schedule:
@@ -69,6 +75,8 @@ def create_gan_state(
       discriminator=d_state,
       ema_params=jax.tree.map(jnp.copy, g_params),
       rng=rng,
+      nonfinite_steps=jnp.zeros((), jnp.int32),
+      consecutive_nonfinite=jnp.zeros((), jnp.int32),
   )
 
 

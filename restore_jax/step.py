@@ -2,6 +2,7 @@
 
 `make_train_step` closes over the networks and the loss configuration and returns `train_step(state, batch)`;
 train.py compiles it once with explicit shardings and donation. Every loss term is reported on its own.
+A step whose losses or gradients are not finite is computed but not applied (see `keep_if`), and counted.
 """
 
 from collections.abc import Callable
@@ -23,6 +24,24 @@ Frozen = dict[str, object]  # Parameters of fixed networks (VGG19), keyed by net
 
 def ema_update(ema, new, decay: float):
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)
+
+
+def all_finite(scalars: list[jax.Array]) -> jax.Array:
+  """True when every value is finite.
+
+  Given the losses and the gradients' global norms, this covers every gradient entry: a NaN or Inf anywhere makes
+  the norm NaN or Inf (as does an entry too large to square in float32, ~1.8e19, which no sound step has).
+  """
+  return jnp.all(jnp.isfinite(jnp.stack([jnp.asarray(x, jnp.float32) for x in scalars])))
+
+
+def keep_if(ok: jax.Array, new, old):
+  """`new` if `ok`, else `old` (pytrees of one structure).
+
+  A lax.cond rather than a jnp.where per leaf: both sides are computed either way, and on the tiny recipe
+  (XLA:CPU, 8 devices) the cond ran steps as fast, compiled about 8% faster and needed less scratch memory.
+  """
+  return jax.lax.cond(ok, lambda n, o: n, lambda n, o: o, new, old)
 
 
 def make_train_step(
@@ -79,8 +98,10 @@ def make_train_step(
 
     # A Python loop, not lax.scan: n_critic is small, and XLA:CPU ran the scanned convolutions 3x slower.
     d_state = state.discriminator
+    checked = []  # Every update's total loss and gradient norm: the step is applied only if all are finite.
     for key in jax.random.split(gp_rng, n_critic):
       d_state, d_metrics = critic_update(d_state, fake, clean, key)  # The last update's metrics are reported.
+      checked += [d_metrics["d_loss"], d_metrics["d_grad_norm"]]
 
     # Generator: one update against the updated critic.
     adversarial_on = state.step >= lc.adversarial_start_step
@@ -106,13 +127,24 @@ def make_train_step(
     g_grads, (g_metrics, restored) = jax.grad(g_loss_fn, has_aux=True)(state.generator.params)
     g_metrics["g_grad_norm"] = optax.tree.norm(g_grads)
     g_state = state.generator.apply_gradients(grads=g_grads)
+    checked += [g_metrics["g_loss"], g_metrics["g_grad_norm"]]
 
+    # Non-finite guard: a bad step leaves both networks, their optimizers (and Adam step counts) and the EMA as they
+    # were; the step and the rng still advance, so the next step draws new randomness rather than repeating this one.
+    ok = all_finite(checked)
+    ema_params = ema_update(state.ema_params, g_state.params, config.ema_decay)
+    g_state, d_state, ema_params = keep_if(
+        ok, (g_state, d_state, ema_params), (state.generator, state.discriminator, state.ema_params)
+    )
+    bad = jnp.logical_not(ok).astype(jnp.int32)
     new_state = state.replace(
         step=state.step + 1,
         generator=g_state,
         discriminator=d_state,
-        ema_params=ema_update(state.ema_params, g_state.params, config.ema_decay),
+        ema_params=ema_params,
         rng=rng,
+        nonfinite_steps=state.nonfinite_steps + bad,
+        consecutive_nonfinite=(state.consecutive_nonfinite + 1) * bad,
     )
     bicubic = jax.image.resize(degraded, clean.shape, "bicubic")
     step_metrics = {
@@ -123,6 +155,9 @@ def make_train_step(
         "adversarial_on": adversarial_on.astype(jnp.float32),
         "lr_g": g_lr(state.generator.step),
         "lr_d": d_lr(state.discriminator.step),
+        "nonfinite": bad.astype(jnp.float32),
+        "nonfinite_steps": new_state.nonfinite_steps,
+        "consecutive_nonfinite": new_state.consecutive_nonfinite,
     }
     return new_state, step_metrics
 

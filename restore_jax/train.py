@@ -1,7 +1,8 @@
-"""The training loop: mesh, data, state, resume, compiled step, periodic logging, image grids and checkpoints.
+"""The training loop: mesh, data, state, resume, compiled step, periodic logging, evaluation and checkpoints.
 
 `train_and_evaluate(config, workdir)` reads top to bottom like the loop it is; the helpers above it are small
-pure pieces it composes.
+pure pieces it composes. A run that stops on purpose (preemption, too many non-finite steps, too much bad data)
+saves a checkpoint first and raises `StopTraining`, whose exit code main.py returns.
 """
 
 import functools
@@ -18,8 +19,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from restore_jax import checkpoint, data, models, parallel
-from restore_jax.data import pipeline
+from restore_jax import checkpoint, data, evaluate, inference, models, parallel, preemption
+from restore_jax.data import pipeline, sources
 from restore_jax.models import vgg19, vgg19_weights
 from restore_jax.state import GANState, create_gan_state, parameter_count
 from restore_jax.step import make_train_step
@@ -27,6 +28,19 @@ from restore_jax.step import make_train_step
 # Host-side counters that travel with each batch (see restore_jax.data.pipeline).
 SKIP_KEYS = ("skipped",) + tuple(f"skipped_{reason}" for reason in pipeline.SKIP_REASONS)
 MODEL_KEYS = ("lr", "hr")
+COUNTER_KEYS = ("nonfinite_steps", "consecutive_nonfinite")  # Step metrics that count; logged as their last value.
+
+# Exit codes of a run that stopped on purpose (sysexits.h names), so a scheduler can tell them from a crash.
+EXIT_BAD_DATA = 65  # EX_DATAERR: more than data.max_skip_fraction of the records were unusable.
+EXIT_NONFINITE = 70  # EX_SOFTWARE: max_consecutive_nonfinite steps in a row had NaN/Inf losses or gradients.
+
+
+class StopTraining(Exception):
+  """The run stopped on purpose after saving a checkpoint; `exit_code` says why."""
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code
 
 
 def make_feature_extractor(config: ml_collections.ConfigDict) -> tuple[Any, dict]:
@@ -52,8 +66,18 @@ def image_grid(degraded: np.ndarray, restored: np.ndarray, clean: np.ndarray) ->
 
 
 def mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+  """Window means over the finite values (a skipped non-finite step shows in "nonfinite", not as NaN curves);
+  running counters report their last value."""
   stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *history))
-  return {k: float(np.mean(v)) for k, v in stacked.items()}
+  scalars = {}
+  for name, values in stacked.items():
+    values = np.asarray(values, np.float64)
+    if name in COUNTER_KEYS:
+      scalars[name] = float(values[-1])
+    else:
+      finite = values[np.isfinite(values)]
+      scalars[name] = float(np.mean(finite)) if finite.size else float("nan")
+  return scalars
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
@@ -62,9 +86,10 @@ def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
-  """Trains `config` in `workdir`, resuming from the newest checkpoint there. Returns the final state."""
+  """Trains `config` in `workdir`, resuming from the newest good checkpoint there. Returns the final state."""
   workdir = _absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  checkpoint.check_config_compatible(workdir, config)  # Before config.json is overwritten.
   write_config(config, workdir)
 
   # ---------------------------------------------------------------- Logging
@@ -88,6 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   train_iter = data.make_train_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count()
   )
+  eval_pairs = load_eval_pairs(config)
 
   # ---------------------------------------------------------------- State & checkpoint
   init = jax.jit(functools.partial(create_gan_state, config, generator, discriminator), out_shardings=replicated)
@@ -96,6 +122,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                f"{parameter_count(state.generator.params):,}", f"{parameter_count(state.discriminator.params):,}")
   manager = checkpoint.make_manager(workdir / "checkpoints", keep=config.keep_checkpoints)
   state, start_step = checkpoint.restore_latest(manager, state, train_iter)
+  best_manager = None
+  if eval_pairs and config.eval.best_metric:
+    best_manager = checkpoint.make_best_manager(workdir / "best")
 
   # ---------------------------------------------------------------- Update step
   train_step = jax.jit(
@@ -104,54 +133,146 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       out_shardings=(replicated, replicated),
       donate_argnums=(0,),
   )
+  count_skips = jax.jit(lambda skips: jax.tree.map(jnp.sum, skips), out_shardings=replicated)
   generate = jax.jit(lambda params, x: generator.apply({"params": params}, x))
+  apply_generator = inference.make_apply(generator)
 
   # ---------------------------------------------------------------- Train loop
   report_progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
   hooks = [report_progress]
   history: list[dict[str, jax.Array]] = []
+  skip_history: list[dict[str, jax.Array]] = []
   skips = {k: 0 for k in SKIP_KEYS}
+  samples_read = 0  # Since this start, like the skip counts.
+  previous_metrics = None
   preview = None
   window_start = None
+  poison_steps = {int(s) for s in config.debug.poison_steps}
+  watcher = preemption.PreemptionWatcher()
+  saved_step = start_step
   if start_step >= config.total_steps:
     logging.info("Nothing to do: the checkpoint is at step %d of %d.", start_step, config.total_steps)
-  with metric_writers.ensure_flushes(writer):
-    for step in range(start_step + 1, config.total_steps + 1):
-      is_last = step == config.total_steps
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        local = next(train_iter)
-        batch = parallel.to_global_batch({k: local[k] for k in MODEL_KEYS}, mesh)
-        if step == start_step + 1:
-          train_step = compile_step(train_step, state, batch, frozen)
-        state, step_metrics = train_step(state, batch, frozen)
-      history.append(step_metrics)
-      for k in SKIP_KEYS:
-        skips[k] += int(np.sum(local[k]))
-      if preview is None:
-        n = min(config.num_grid_images, local["lr"].shape[0])
-        preview = (local["lr"][:n], local["hr"][:n])
-      for hook in hooks:
-        hook(step)
+  try:
+    with metric_writers.ensure_flushes(writer):
+      for step in range(start_step + 1, config.total_steps + 1):
+        is_last = step == config.total_steps
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          local = next(train_iter)
+          if step in poison_steps:  # Test hook: a batch of NaNs.
+            local = dict(local, lr=np.full_like(local["lr"], np.nan))
+          batch = parallel.to_global_batch({k: local[k] for k in MODEL_KEYS}, mesh)
+          if step == start_step + 1:
+            train_step = compile_step(train_step, state, batch, frozen)
+          state, step_metrics = train_step(state, batch, frozen)
+          skip_history.append(count_skips(parallel.to_global_batch({k: local[k] for k in SKIP_KEYS}, mesh)))
+        history.append(step_metrics)
+        if preview is None:
+          n = min(config.num_grid_images, local["lr"].shape[0])
+          preview = (local["lr"][:n], local["hr"][:n])
+        for hook in hooks:
+          hook(step)
 
-      if step % config.log_every == 0 or is_last:
-        scalars = mean_metrics(history)  # Blocks until the window's steps are done: time it after this.
-        now = time.perf_counter()
-        if window_start is not None:
-          scalars["perf/images_per_sec"] = config.batch_size * len(history) / (now - window_start)
-        window_start = now  # The first window holds the compile: it gets no rate.
-        scalars.update({f"data/{k}": v for k, v in skips.items()})
-        writer.write_scalars(step, scalars)
-        history = []
-      if step % config.eval_every == 0 or is_last:
-        with report_progress.timed("image_grid"):
-          restored = np.asarray(jax.device_get(generate(state.generator.params, preview[0])))
-          writer.write_images(step, {"lr_sr_hr": image_grid(preview[0], restored, preview[1])})
-      if step % config.checkpoint_every == 0 or is_last:
-        with report_progress.timed("checkpoint"):
-          checkpoint.save(manager, step, state, train_iter)
-  manager.wait_until_finished()
-  manager.close()
+        # Non-finite guard: read the previous step's counter, one step behind so the host never waits on it.
+        stop = None
+        if previous_metrics is not None:
+          consecutive = int(previous_metrics["consecutive_nonfinite"])
+          if consecutive >= config.max_consecutive_nonfinite:
+            stop = StopTraining(
+                f"{consecutive} consecutive steps up to step {step - 1} had NaN or Inf losses or gradients; their "
+                "updates were skipped, so the saved parameters are the last good ones. Lower the learning rates, "
+                "set optim.grad_clip_norm, or check the data, then run the same command to resume.",
+                EXIT_NONFINITE)
+        previous_metrics = step_metrics
+
+        if step % config.log_every == 0 or is_last or stop is not None:
+          scalars = mean_metrics(history)  # Blocks until the window's steps are done: time it after this.
+          now = time.perf_counter()
+          if window_start is not None:
+            scalars["perf/images_per_sec"] = config.batch_size * len(history) / (now - window_start)
+          window_start = now  # The first window holds the compile: it gets no rate.
+          samples_read += config.batch_size * len(history)
+          for counts in jax.device_get(skip_history):
+            for k in SKIP_KEYS:
+              skips[k] += int(counts[k])
+          history, skip_history = [], []
+          scalars.update({f"data/{k}": v for k, v in skips.items()})
+          skip_fraction = skips["skipped"] / (skips["skipped"] + samples_read)
+          scalars["data/skip_fraction"] = skip_fraction
+          writer.write_scalars(step, scalars)
+          if skips["skipped"]:
+            logging.info("Records skipped so far: %s (%.1f%% of reads).",
+                         ", ".join(f"{k.removeprefix('skipped_')} {v}" for k, v in skips.items() if k != "skipped"),
+                         100 * skip_fraction)
+          if stop is None and skip_fraction > config.data.max_skip_fraction:
+            stop = StopTraining(
+                f"{100 * skip_fraction:.1f}% of the records read by step {step} were unusable ("
+                + ", ".join(f"{k.removeprefix('skipped_')}: {v}" for k, v in skips.items() if k != "skipped")
+                + f"), more than data.max_skip_fraction = {config.data.max_skip_fraction}. The warnings above name "
+                "the files; fix or remove them, or raise data.max_skip_fraction.", EXIT_BAD_DATA)
+        if step % config.eval_every == 0 or is_last:
+          with report_progress.timed("image_grid"):
+            restored = np.asarray(jax.device_get(generate(state.generator.params, preview[0])))
+            writer.write_images(step, {"lr_sr_hr": image_grid(preview[0], restored, preview[1])})
+          if eval_pairs:
+            with report_progress.timed("eval"):
+              report = run_eval(config, apply_generator, state, eval_pairs, writer, step)
+            if best_manager is not None:
+              if checkpoint.save_best(best_manager, step, state, report["mean"], config.eval.best_metric):
+                logging.info("New best %s = %.4f at step %d, saved in %s.", config.eval.best_metric,
+                             report["mean"][config.eval.best_metric], step, workdir / "best")
+        if stop is None and watcher.should_stop(step):
+          stop = StopTraining(
+              f"Stopped by {watcher.signal_name} after step {step}; the checkpoint is saved. Run the same command "
+              "to continue.", preemption.EXIT_PREEMPTED)
+        if step % config.checkpoint_every == 0 or is_last or stop is not None:
+          with report_progress.timed("checkpoint"):
+            checkpoint.save(manager, step, state, train_iter)
+          saved_step = step
+        if stop is not None:
+          raise stop
+  finally:
+    watcher.close()
+    manager.wait_until_finished()  # Never leave a save half-written, whatever stopped the loop.
+    manager.close()
+    if best_manager is not None:
+      best_manager.wait_until_finished()
+      best_manager.close()
+    logging.info("Newest checkpoint: step %d in %s.", saved_step, workdir / "checkpoints")
   return state
+
+
+def load_eval_pairs(config: ml_collections.ConfigDict) -> list[evaluate.Pair]:
+  """The evaluation images (eval.data, or the records held out of data.source), degraded once; [] when none."""
+  source = sources.eval_source(config)
+  if source is None:
+    logging.info("No periodic evaluation: set eval.data (e.g. folder:PATH) or eval.holdout > 0.")
+    return []
+  pairs = evaluate.load_pairs(source, config, seed=config.eval.seed, max_images=config.eval.max_images)
+  logging.info("Periodic evaluation on %d whole images every %d steps.", len(pairs), config.eval_every)
+  return pairs
+
+
+def run_eval(config, apply_generator, state: GANState, pairs, writer, step: int) -> dict:
+  """Scores the (EMA) generator on whole images with evaluate.score; logs means and a few restored images."""
+  params = jax.device_get(state.ema_params if config.eval.use_ema else state.generator.params)
+  shown = {}  # The first few restorations, reused for the image grid.
+
+  def restore_fn(degraded: np.ndarray) -> np.ndarray:
+    restored = np.asarray(apply_generator(params, degraded[None]))[0]
+    if len(shown) < config.num_grid_images:
+      shown[id(degraded)] = restored
+    return restored
+
+  report = evaluate.score(restore_fn, pairs, crop_border=evaluate.default_crop_border(config))
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in report["mean"].items()})
+  images = {}
+  for pair in pairs[:config.num_grid_images]:
+    restored = shown.get(id(pair.degraded))
+    if restored is None:
+      restored = restore_fn(pair.degraded)
+    images[f"eval/{pair.name}"] = image_grid(pair.degraded[None], restored[None], pair.clean[None])
+  writer.write_images(step, images)
+  return report
 
 
 def compile_step(train_step, state, batch, frozen):

@@ -10,7 +10,7 @@ from PIL import Image
 import pytest
 
 from restore_jax.data import BadImage, make_source, make_train_iterator
-from restore_jax.data import to_rgb_float
+from restore_jax.data import SKIP_REASONS, to_rgb_float
 from restore_jax.degradations.resize import imresize
 
 HR_CROP = 32
@@ -123,17 +123,20 @@ def test_decode_modes():
                              [[0, 0.25], [0.75, 1.0]])
 
 
-@pytest.mark.parametrize("data", [b"", b"hello, I am text", b"\x89PNG\r\n"])
-def test_decode_rejects_garbage(data):
-  with pytest.raises(BadImage):
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty"), (b"hello, I am text", "decode"), (b"\x89PNG\r\n", "decode")])
+def test_decode_rejects_garbage(data, reason):
+  with pytest.raises(BadImage) as error:
     to_rgb_float(data)
+  assert error.value.reason == reason
 
 
 def test_decode_rejects_truncated_jpeg():
   photo = np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8)
   data = _encode(Image.fromarray(photo), "JPEG")
-  with pytest.raises(BadImage, match="decode"):
+  with pytest.raises(BadImage, match="decode") as error:
     to_rgb_float(data[:len(data) // 2])
+  assert error.value.reason == "decode"
 
 
 # ---------------------------------------------------------------- pipeline
@@ -264,7 +267,7 @@ def _write_messy_folder(root: Path) -> tuple[list[str], dict[str, str]]:
   Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(jpeg, "JPEG")
   (sub / "o_truncated.jpg").write_bytes(jpeg.getvalue()[:600])
   (root / "readme.txt").write_text("ignored: not an image extension")
-  bad = {"l_small.png": "small", "m_empty.png": "decode",
+  bad = {"l_small.png": "small", "m_empty.png": "empty",
          "n_text.png": "decode", "o_truncated.jpg": "decode"}
   names = [p.name for p in sorted(
       p for p in root.rglob("*") if p.is_file() and p.suffix != ".txt")]
@@ -295,8 +298,9 @@ def test_messy_folder_skips_exactly_the_bad_files(tmp_path, caplog):
 
   positions = np.concatenate([b["index"] for b in batches])
   expected = _expected_skips(names, bad, 3, positions)
-  for key, reason in (("skipped_decode", "decode"), ("skipped_small", "small")):
-    got = np.concatenate([b[key] for b in batches])
+  assert set(bad.values()) < set(SKIP_REASONS)
+  for reason in SKIP_REASONS:
+    got = np.concatenate([b[f"skipped_{reason}"] for b in batches])
     np.testing.assert_array_equal(got, [r.count(reason) for r in expected])
   skipped = np.concatenate([b["skipped"] for b in batches])
   np.testing.assert_array_equal(skipped, [len(r) for r in expected])

@@ -93,7 +93,8 @@ def test_one_device_and_eight_devices_agree(one_and_eight):
 def test_step_reports_every_term(one_and_eight):
   (_, hist, _), _ = one_and_eight
   expected = {"g_loss", "g_pixel", "g_adversarial", "d_loss", "d_adversarial", "gradient_penalty", "wasserstein",
-              "g_grad_norm", "d_grad_norm", "psnr", "psnr_bicubic", "lr_g", "lr_d"}
+              "g_grad_norm", "d_grad_norm", "psnr", "psnr_bicubic", "lr_g", "lr_d",
+              "nonfinite", "nonfinite_steps", "consecutive_nonfinite"}
   assert expected <= set(hist[0])
   for k in expected:
     assert np.isfinite(hist[0][k]), k
@@ -101,6 +102,8 @@ def test_step_reports_every_term(one_and_eight):
   m = hist[0]
   np.testing.assert_allclose(m["d_loss"], m["d_adversarial"] + 10.0 * m["gradient_penalty"], rtol=1e-5)
   np.testing.assert_allclose(m["wasserstein"], -m["d_adversarial"], rtol=1e-5, atol=1e-6)
+  # Clean steps are applied, and count as no non-finite step.
+  assert [(h["nonfinite"], h["nonfinite_steps"], h["consecutive_nonfinite"]) for h in hist] == [(0.0, 0, 0)] * 2
 
 
 def test_n_critic_updates_and_ema(config, one_and_eight):

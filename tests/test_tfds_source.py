@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from restore_jax.data import make_source, make_train_iterator, to_rgb_float
+from restore_jax.data import eval_source, holdout_split, make_source, make_train_iterator, to_rgb_float
 
 _NUM_GOOD = 5
 
@@ -85,6 +85,23 @@ def test_pipeline_yields_batches_and_skips_the_small_image(data_dir):
   assert skipped_small.sum() == 2
   np.testing.assert_array_equal(
       np.concatenate([b["skipped_decode"] for b in batches]), 0)
+
+
+def test_holdout_of_a_tfds_split(data_dir):
+  source = make_source("tfds:tiny_restore_images:train", tfds_data_dir=data_dir)
+  train, held = holdout_split(source, 2)
+  held_names = [held.name(i) for i in range(2)]
+  assert sorted([train.name(i) for i in range(len(train))] + held_names) == sorted(
+      source.name(i) for i in range(len(source)))
+  indices = [int(name.rsplit("[", 1)[1].rstrip("]")) for name in held_names]
+  for i, index in enumerate(indices):  # The held-out records are the source's records of those names.
+    np.testing.assert_array_equal(to_rgb_float(held[i]), to_rgb_float(source[index]))
+  config = ml_collections.ConfigDict(dict(
+      data=dict(source="tfds:tiny_restore_images:train", tfds_data_dir=data_dir, image_key=None),
+      eval=dict(data="", holdout=2)))
+  assert [eval_source(config).name(i) for i in range(2)] == held_names
+  config.eval.data = "tfds:tiny_restore_images:test"
+  assert len(eval_source(config)) == _NUM_GOOD + 1
 
 
 def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):

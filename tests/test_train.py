@@ -58,12 +58,25 @@ def test_tiny_run_writes_config_events_and_checkpoint(run):
   assert (workdir / "checkpoints" / "4").is_dir()
 
 
+def test_tiny_run_evaluates_the_held_out_photo_and_keeps_the_best(run):
+  """eval.holdout = 1 in the tiny recipe: one sample photo is kept out of training and scored whole."""
+  workdir, _ = run
+  scalars, images = _events(workdir)
+  for tag in ("eval/psnr_rgb", "eval/psnr_y", "eval/ssim_rgb", "eval/ssim_y"):
+    assert [s for s, _ in scalars[tag]] == [4], tag
+  psnr_y, ssim_y = scalars["eval/psnr_y"][0][1], scalars["eval/ssim_y"][0][1]
+  assert 5 < psnr_y < 60 and 0 < ssim_y <= 1
+  assert any(tag.startswith("eval/") for tag in images)
+  assert (workdir / "best" / "4").is_dir()
+
+
 def test_rerun_resumes_from_checkpoint(run):
   workdir, _ = run
   again = _train(workdir, "--config.total_steps=6")
   assert "Resumed from the checkpoint of step 4" in again.stderr
   scalars, _ = _events(workdir)
   assert [s for s, _ in scalars["g_loss"]] == [2, 4, 6]
+  assert [s for s, _ in scalars["eval/psnr_y"]] == [4, 6]
   assert (workdir / "checkpoints" / "6").is_dir()
 
 

@@ -3,7 +3,18 @@
 Training data in the wild holds every PIL mode there is (gray, palette, RGBA,
 CMYK JPEGs, 16-bit PNGs) and some files that are simply broken. This module
 turns the good ones into the one format the rest of the code expects and
-raises `BadImage` for the rest, so the pipeline can skip them by reason.
+raises `BadImage` for the rest, with a reason the pipeline counts skips by:
+
+  empty    a zero-byte file or record (an interrupted copy or download)
+  decode   unreadable, not an image, truncated or otherwise undecodable
+  huge     more than `max_pixels` pixels, judged from the header alone, so a
+           decompression bomb never reaches memory
+
+The pixel limit is ours, not PIL's: PIL's process-wide `MAX_IMAGE_PIXELS`
+would warn once per large image and refuse anything past twice its default
+whatever `data.max_image_pixels` says, so the first decode here switches it
+off and every decode here applies `max_pixels` (by default the limit PIL
+itself would have enforced).
 
 Transparency is composited on white (not dropped): a transparent background
 stored as black RGB would otherwise appear as black.
@@ -18,48 +29,84 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+REASONS = ("decode", "huge", "empty")  # Values of BadImage.reason.
+# PIL raises DecompressionBombError beyond twice its MAX_IMAGE_PIXELS
+# (89,478,485 in Pillow 13); None keeps that protection.
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
 _MAX_8BIT = 255.0
 _MAX_16BIT = 65535.0
 
 
 class BadImage(ValueError):
-  """A record that cannot be turned into an RGB image; `reason` says why."""
+  """A record that cannot be turned into an RGB image.
 
-  def __init__(self, reason: str):
-    super().__init__(reason)
+  `reason` is one of REASONS (the pipeline counts skips by it); the message
+  says what exactly was wrong, for the log.
+  """
+
+  def __init__(self, message: str, reason: str = "decode"):
+    if reason not in REASONS:
+      raise ValueError(f"BadImage reason {reason!r} is not one of {REASONS}.")
+    super().__init__(message)
     self.reason = reason
 
+  @property
+  def kind(self) -> str:
+    """The reason under the name the data spec first gave it."""
+    return self.reason
 
-def to_rgb_float(record: Any) -> np.ndarray:
-  """Decodes bytes, a file path or an array into float32 HWC RGB in [0, 1]."""
+
+def to_rgb_float(record: Any, *, max_pixels: int | None = None) -> np.ndarray:
+  """Decodes bytes, a file path or an array into float32 HWC RGB in [0, 1].
+
+  Raises BadImage (reason "huge") for images of more than `max_pixels`
+  pixels (None: DEFAULT_MAX_PIXELS) without decoding them.
+  """
+  max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+  if isinstance(record, np.ndarray) and record.dtype == object:
+    record = record.item()
   if isinstance(record, np.ndarray) and record.dtype.kind in "biuf":
+    _check_pixels(record.shape[:2][::-1], max_pixels)
     return array_to_rgb_float(record)
   if isinstance(record, (bytes, bytearray, memoryview, np.bytes_)):
     data = bytes(record)
-  elif isinstance(record, (str, os.PathLike)):
+    if not data:
+      raise BadImage("empty record (0 bytes)", "empty")
+    return _decode(io.BytesIO(data), max_pixels)
+  if isinstance(record, (str, os.PathLike)):
     try:
-      with open(record, "rb") as f:
-        data = f.read()
+      size = os.path.getsize(record)
     except OSError as e:
       raise BadImage(f"cannot read file: {e}") from e
-  elif isinstance(record, np.ndarray) and record.dtype == object:
-    return to_rgb_float(record.item())
-  else:
-    raise BadImage(f"unsupported record type {type(record).__name__}")
-  return pil_to_rgb_float(_open(data))
+    if size == 0:
+      raise BadImage("empty file (0 bytes)", "empty")
+    return _decode(record, max_pixels)  # PIL reads the header only, first.
+  raise BadImage(f"unsupported record type {type(record).__name__}")
 
 
-def _open(data: bytes) -> Image.Image:
-  if not data:
-    raise BadImage("empty file")
+def _decode(file: Any, max_pixels: int) -> np.ndarray:
+  """Opens lazily, checks the header's size, then decodes."""
+  Image.MAX_IMAGE_PIXELS = None  # Ours applies instead (module docstring).
   try:
-    image = Image.open(io.BytesIO(data))
-    image.load()  # Decodes now, so truncated files fail here.
-  except Image.DecompressionBombError as e:
-    raise BadImage(f"image too large: {e}") from e
-  except (OSError, ValueError, SyntaxError, EOFError) as e:
-    raise BadImage(f"cannot decode image: {e}") from e
-  return image
+    with Image.open(file) as image:
+      _check_pixels(image.size, max_pixels)
+      image.load()  # Decodes now, so truncated files fail here.
+      return pil_to_rgb_float(image)
+  except BadImage:
+    raise
+  except MemoryError as e:
+    raise BadImage("ran out of memory decoding it; lower "
+                   "data.max_image_pixels", "huge") from e
+  except Exception as e:  # pylint: disable=broad-except  # PIL's plugins raise many types.
+    raise BadImage(f"cannot decode image: {type(e).__name__}: {e}") from e
+
+
+def _check_pixels(size: tuple[int, ...], max_pixels: int) -> None:
+  width, height = size
+  if width * height > max_pixels:
+    raise BadImage(f"{width}x{height} = {width * height} pixels exceeds the "
+                   f"limit of {max_pixels} (data.max_image_pixels)", "huge")
 
 
 def pil_to_rgb_float(image: Image.Image) -> np.ndarray:
@@ -95,7 +142,7 @@ def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
   if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
     raise BadImage(f"expected an HW or HWC (C in 1, 3, 4) image, got {array.shape}")
   if min(array.shape[:2]) == 0:
-    raise BadImage(f"image has no pixels: shape {array.shape}")
+    raise BadImage(f"image has no pixels: shape {array.shape}", "empty")
 
   if array.dtype == np.uint8:
     image = array.astype(np.float32) / _MAX_8BIT

@@ -12,8 +12,13 @@ step, so the iterator state is just the next step and worker processes each
 build whole batches without changing their content.
 
 Per sample: decode -> random hr_crop x hr_crop crop -> augment -> degrade.
-A record that will not decode, or is smaller than the crop, is stepped over
-deterministically (record + 1, + 2, ... mod n) and counted.
+A record that is unusable for one of SKIP_REASONS is stepped over
+deterministically (record + 1, + 2, ... mod n) and counted by reason in the
+sample's `skipped_<reason>` (train.py sums them and stops a run that reads
+mostly bad records).
+
+With eval.holdout > 0 (and no eval.data) the held-out records of the source
+are not part of the stream at all (sources.train_source).
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from restore_jax.data import decode
 from restore_jax.data import sources
 from restore_jax.degradations import make_degradation
 
-SKIP_REASONS = ("decode", "small")
+# Why a record was stepped over: the decode.REASONS ("decode": broken or not
+# an image, "huge": over data.max_image_pixels, "empty": zero bytes) and
+# "small": a side shorter than data.hr_crop.
+SKIP_REASONS = ("decode", "small", "huge", "empty")
 _MAX_LOGGED_RECORDS = 20  # Distinct bad records named in warnings per process.
 _STEPS = sys.maxsize // 2**16  # "Forever", with room for s * batch_size.
 
@@ -41,11 +49,12 @@ class SampleMaker:
   """Global position g -> one training example; picklable for grain workers."""
 
   def __init__(self, source: sources.ImageSource, *, seed: int, hr_crop: int,
-               augment: bool, degradation: Any):
+               augment: bool, degradation: Any, max_pixels: int | None = None):
     if len(source) == 0:
       raise ValueError("The data source is empty.")
     self.source, self.seed = source, int(seed)
     self.hr_crop, self.augment = int(hr_crop), bool(augment)
+    self.max_pixels = None if max_pixels is None else int(max_pixels)
     self.degradation_config = degradation
     self._setup()
 
@@ -110,15 +119,17 @@ class SampleMaker:
           return image, skips
         self._remember_bad(i, reason, detail)
       skips[reason] += 1
+    counts = ", ".join(f"{count} {reason}" for reason, count in skips.items())
     raise RuntimeError(
-        f"All {n} records of the data source are unusable (undecodable, or "
-        f"smaller than data.hr_crop={self.hr_crop}); check data.source.")
+        f"All {n} records of the data source are unusable ({counts}; see "
+        f"pipeline.SKIP_REASONS): check data.source, data.hr_crop="
+        f"{self.hr_crop} and data.max_image_pixels={self.max_pixels}.")
 
   def _try_load(self, i: int):
     try:
-      image = decode.to_rgb_float(self.source[i])
+      image = decode.to_rgb_float(self.source[i], max_pixels=self.max_pixels)
     except decode.BadImage as e:
-      return None, "decode", e.reason
+      return None, e.reason, str(e)
     height, width = image.shape[:2]
     if min(height, width) < self.hr_crop:
       return None, "small", (f"{width}x{height} is smaller than the "
@@ -174,16 +185,15 @@ def make_train_dataset(config, *, process_index: int = 0,
     raise ValueError(f"data.hr_crop={config.data.hr_crop} must be a multiple "
                      f"of degradation.scale={scale}.")
 
-  source = sources.make_source(config.data.source,
-                               tfds_data_dir=config.data.get("tfds_data_dir"),
-                               image_key=config.data.get("image_key"))
+  source = sources.train_source(config)
   degradation = config.degradation  # Plain dict: picklable for workers.
   degradation = (degradation.to_dict() if hasattr(degradation, "to_dict")
                  else dict(degradation))
   make_sample = SampleMaker(source, seed=config.seed,
                             hr_crop=config.data.hr_crop,
                             augment=config.data.augment,
-                            degradation=degradation)
+                            degradation=degradation,
+                            max_pixels=config.data.get("max_image_pixels"))
   local_batch = global_batch // process_count
   first = process_index * local_batch
 

@@ -10,11 +10,16 @@ A source is a sequence of records (a file path, encoded bytes or an array)
 that `decode.to_rgb_float` turns into an image, plus `name(i)` for messages.
 Records are decoded by the pipeline, not here, so a bad file costs a skip
 instead of a crash.
+
+`config.eval.holdout` records of the training source can be kept out of
+training for evaluation: `train_source(config)` and `eval_source(config)`
+give the two sides, both through `holdout_split`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import pathlib
@@ -54,6 +59,22 @@ class FileSource:
 
   def name(self, index: int) -> str:
     return self.paths[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubsetSource:
+  """Some records of another source, in its order, under their own names."""
+  parent: ImageSource
+  indices: tuple[int, ...]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> Any:
+    return self.parent[self.indices[index]]
+
+  def name(self, index: int) -> str:
+    return self.parent.name(self.indices[index])
 
 
 class TfdsSource:
@@ -101,6 +122,67 @@ def make_source(spec: str, *, tfds_data_dir: str | None = None,
     return TfdsSource(name, split or "train", tfds_data_dir, image_key)
   raise ValueError(f"Unknown data source {spec!r}: use 'samples', "
                    "'folder:PATH' or 'tfds:NAME[:SPLIT]'.")
+
+
+def holdout_split(source: ImageSource,
+                  count: int) -> tuple[ImageSource, ImageSource]:
+  """Splits `source` into (training part, `count` held-out records).
+
+  The held-out records are those whose names' last path components have the
+  smallest SHA-1 hashes. So the split depends on neither the run's seed nor
+  where the folder lives, is an unbiased sample whatever the file naming
+  order, and adding a file to a folder moves at most one record across it.
+  Both parts keep the source's order and names.
+  """
+  count = int(count)
+  if not 0 <= count < len(source):
+    raise ValueError(
+        f"Cannot hold out {count} of the {len(source)} records of the data "
+        "source: eval.holdout must be at least 0 and leave records to train on "
+        "(lower it, or set eval.data to a separate evaluation source).")
+  if count == 0:
+    return source, SubsetSource(source, ())
+  ranked = sorted(range(len(source)), key=lambda i: _holdout_key(source.name(i)))
+  held_out = frozenset(ranked[:count])
+  train = tuple(i for i in range(len(source)) if i not in held_out)
+  return SubsetSource(source, train), SubsetSource(source, tuple(sorted(held_out)))
+
+
+def _holdout_key(name: str) -> tuple[str, str]:
+  """Hash of the location-independent part of a name; ties broken by name."""
+  leaf = name.replace("\\", "/").rsplit("/", 1)[-1]
+  return hashlib.sha1(leaf.encode("utf-8")).hexdigest(), name
+
+
+def train_source(config) -> ImageSource:
+  """`config.data.source`, less the eval.holdout records when they are used."""
+  source = _configured_source(config, config.data.source)
+  holdout = _holdout_count(config)
+  return holdout_split(source, holdout)[0] if holdout else source
+
+
+def eval_source(config) -> ImageSource | None:
+  """Images to evaluate on: eval.data, else the held-out records, else None."""
+  spec = (config.get("eval") or {}).get("data") or ""
+  if spec:
+    return _configured_source(config, spec)
+  holdout = _holdout_count(config)
+  if not holdout:
+    return None
+  return holdout_split(_configured_source(config, config.data.source), holdout)[1]
+
+
+def _holdout_count(config) -> int:
+  """eval.holdout when it applies (no separate eval.data), else 0."""
+  eval_config = config.get("eval") or {}
+  if eval_config.get("data"):
+    return 0
+  return int(eval_config.get("holdout") or 0)
+
+
+def _configured_source(config, spec: str) -> ImageSource:
+  return make_source(spec, tfds_data_dir=config.data.get("tfds_data_dir"),
+                     image_key=config.data.get("image_key"))
 
 
 def sample_photos() -> FileSource:

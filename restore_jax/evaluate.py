@@ -1,0 +1,403 @@
+"""Scores a trained generator, or a baseline, on whole images, with the field's metric conventions.
+
+  python -m restore_jax.evaluate --workdir DIR --data folder:PATH [--output report.json] [--no_ema] [--tensorboard]
+  python -m restore_jax.evaluate --baseline bicubic --config configs/sr_wgangp.py --data folder:PATH
+
+Each clean image is cropped to a multiple of the recipe's scale, degraded with the recipe's own degradation at a
+fixed per-image seed, restored whole (not in crops), and compared with the clean image by `restore_jax.metrics`:
+PSNR and SSIM on RGB and on BT.601 Y, 8-bit rounded, `crop_border` pixels (the scale, by default) removed from
+every side (DESIGN.md section 4). The same library functions (`load_pairs`, `score`) run the periodic evaluation
+inside training, so the numbers a run logs are the numbers this command prints.
+
+The report is a dict, written as JSON by --output:
+  {"mean": {"psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", ...}, "images": [{"name", "psnr_rgb", ...}, ...],
+   "skipped": int, "crop_border": int, ...}
+A restored image identical to the clean one has PSNR +inf; JSON holds it as `Infinity` (Python's json reads it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from etils import epath
+from ml_collections import config_flags
+
+from restore_jax import baselines, metrics
+from restore_jax.data import decode, sources
+from restore_jax.degradations import make_degradation
+
+# The four numbers every report has, per image and as the mean (issue 4's JSON shape), in this order.
+METRICS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y")
+# Reported as well when asked (ms_ssim=True; compiling it per image size costs seconds) and where the cropped image
+# is large enough for MS-SSIM's five scales.
+MS_SSIM_METRICS = ("ms_ssim_rgb", "ms_ssim_y")
+_SSIM_WINDOW = 11  # DESIGN.md section 4: SSIM uses an 11x11 Gaussian window.
+
+RestoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+  """One evaluation image: what the model sees and what it should give back, both float32 HWC in [0, 1]."""
+  name: str
+  degraded: np.ndarray
+  clean: np.ndarray
+
+
+class Pairs(list):
+  """A list of `Pair`s that also remembers how many records could not be used (and names them in `skipped_names`).
+
+  A list, so callers that only want the pairs can treat it as one.
+  """
+
+  def __init__(self, pairs: Iterable[Pair] = ()):
+    super().__init__(pairs)
+    self.skipped_names: list[str] = []
+
+  @property
+  def skipped(self) -> int:
+    return len(self.skipped_names)
+
+
+# ---------------------------------------------------------------------------------------------- Library
+
+
+def scale_of(config: ml_collections.ConfigDict) -> int:
+  """The recipe's upscaling factor: the degradation's scale (1 for restorations that keep the size)."""
+  return int(config.degradation.get("scale", 1))
+
+
+def default_crop_border(config: ml_collections.ConfigDict) -> int:
+  """config.eval.crop_border, or the scale when that is -1 (or absent): the SR convention."""
+  crop_border = config.get("eval", {}).get("crop_border", -1)
+  return scale_of(config) if crop_border is None or crop_border < 0 else int(crop_border)
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+  """Drops the last rows and columns so height and width are multiples of `scale` (as SR benchmarks do)."""
+  height, width = image.shape[:2]
+  return image[:height - height % scale, :width - width % scale]
+
+
+def quantize_8bit(image: np.ndarray) -> np.ndarray:
+  """Rounds to 8-bit levels, still float in [0, 1]: the degraded input as a saved image would hold it.
+
+  The literature's benchmark inputs are 8-bit files (Set5's LR images are PNGs); scoring an unrounded input
+  would flatter every method a little.
+  """
+  return (np.round(np.clip(image, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+def load_pairs(
+    source: str | sources.ImageSource,
+    config: ml_collections.ConfigDict,
+    *,
+    seed: int = 0,
+    max_images: int = 0,
+) -> Pairs:
+  """Reads clean images from `source` and degrades each with the recipe's own degradation.
+
+  Args:
+    source: a source spec ("folder:PATH", "tfds:NAME:SPLIT", "samples") or an `ImageSource`.
+    config: the recipe; its `degradation` makes the inputs and sets the scale, and `data` says how to open
+      TFDS sources and which images are too large to decode.
+    seed: image i is degraded with `np.random.default_rng([seed, i])`, i its index in the source, so every
+      evaluation of the same source scores the same inputs whatever was skipped.
+    max_images: stop after this many usable images (0 = all of them).
+
+  Returns:
+    The pairs in source order: clean cropped to a multiple of the scale, degraded rounded to 8-bit levels.
+    Records that cannot be decoded (or are smaller than one scale step) are skipped with a warning; the returned
+    list's `skipped` counts them.
+  """
+  data_config = config.get("data", {})
+  if isinstance(source, str):
+    source = sources.make_source(
+        source, tfds_data_dir=data_config.get("tfds_data_dir"), image_key=data_config.get("image_key"))
+  scale = scale_of(config)
+  degrade = make_degradation(config.degradation)
+  max_pixels = data_config.get("max_image_pixels")
+  names = display_names(source)
+
+  pairs = Pairs()
+  for index in range(len(source)):
+    if max_images and len(pairs) >= max_images:
+      break
+    try:
+      clean = decode.to_rgb_float(source[index], max_pixels=max_pixels)
+    except decode.BadImage as e:
+      logging.warning("Evaluation skips %s: %s", source.name(index), e)
+      pairs.skipped_names.append(names[index])
+      continue
+    clean = mod_crop(clean, scale)
+    if clean.size == 0:
+      logging.warning("Evaluation skips %s: smaller than the scale %d.", source.name(index), scale)
+      pairs.skipped_names.append(names[index])
+      continue
+    degraded = degrade(clean, np.random.default_rng([seed, index]))
+    pairs.append(Pair(names[index], quantize_8bit(degraded), np.ascontiguousarray(clean, np.float32)))
+  if pairs.skipped:
+    logging.warning("Evaluation skipped %d of %d records that could not be used.", pairs.skipped,
+                    len(pairs) + pairs.skipped)
+  return pairs
+
+
+def display_names(source: sources.ImageSource) -> list[str]:
+  """Short names for a report: file paths relative to the folder they share; other records as the source names."""
+  names = [source.name(i) for i in range(len(source))]
+  if not names or not all(os.path.isfile(n) for n in names):
+    return names
+  paths = [os.path.abspath(n) for n in names]
+  root = os.path.commonpath([os.path.dirname(p) for p in paths])
+  return [os.path.relpath(p, root) for p in paths]
+
+
+def image_metrics(restored: np.ndarray, clean: np.ndarray, *, crop_border: int,
+                  ms_ssim: bool = False) -> dict[str, float]:
+  """PSNR and SSIM on RGB and Y (and MS-SSIM, if asked, where the image is large enough) of one HWC image."""
+  scores: dict[str, float] = {}
+  for name in METRICS + (MS_SSIM_METRICS if ms_ssim else ()):
+    kind, _, channels = name.rpartition("_")
+    options = dict(crop_border=crop_border, y_channel=channels == "y", round_to_uint8=True)
+    if kind == "ms_ssim":
+      try:
+        scores[name] = float(metrics.ms_ssim(restored, clean, **options))
+      except ValueError as e:  # Too small for five scales: leave it out rather than fail the evaluation.
+        logging.log_first_n(logging.INFO, "MS-SSIM left out for images this small: %s", 1, e)
+    else:
+      scores[name] = float(getattr(metrics, kind)(restored, clean, **options))
+  return scores
+
+
+def score(
+    restore_fn: RestoreFn,
+    pairs: Sequence[Pair],
+    *,
+    crop_border: int,
+    ms_ssim: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+  """Restores every pair's degraded image with `restore_fn` and scores it against the clean one.
+
+  Args:
+    restore_fn: degraded HWC float in [0, 1] -> restored HWC float of the clean image's shape.
+    pairs: from `load_pairs`.
+    crop_border: pixels removed from every side before the metrics (the scale for SR).
+    ms_ssim: also report MS-SSIM (RGB and Y) for images of at least 161 pixels a side after cropping.
+    progress: show a progress bar (for the CLI; training's periodic evaluation leaves it off).
+
+  Returns:
+    {"mean": {metric: value}, "images": [{"name", metric: value, ..., "seconds"}], "skipped": int,
+     "crop_border": int}. Means are over images (the literature's convention); MS-SSIM means appear only when
+    every image has one. "seconds" is the restoration time (the first image's includes any compilation).
+  """
+  if not pairs:
+    raise ValueError("There are no images to evaluate: the source held none that could be decoded.")
+  skipped = list(getattr(pairs, "skipped_names", []))
+  images = []
+  for pair in _progress_bar(pairs, enabled=progress):
+    if min(pair.clean.shape[:2]) - 2 * crop_border < _SSIM_WINDOW:
+      logging.warning("Evaluation skips %s: %dx%d is too small for an %dx%d SSIM window after cropping %d "
+                      "pixels per side.", pair.name, *pair.clean.shape[:2], _SSIM_WINDOW, _SSIM_WINDOW, crop_border)
+      skipped.append(pair.name)
+      continue
+    start = time.perf_counter()
+    restored = np.asarray(restore_fn(pair.degraded), np.float32)
+    seconds = time.perf_counter() - start
+    if restored.shape != pair.clean.shape:
+      raise ValueError(
+          f"Restoring {pair.name} gave an image of shape {restored.shape}, but the clean image is "
+          f"{pair.clean.shape} (degraded input {pair.degraded.shape}). The restore function must return the "
+          "clean image's size: check that the model's or baseline's scale matches the recipe's degradation.")
+    scores = image_metrics(restored, pair.clean, crop_border=crop_border, ms_ssim=ms_ssim)
+    images.append({"name": pair.name, **scores, "seconds": seconds})
+  if not images:
+    raise ValueError(f"None of the {len(pairs)} images is large enough to score with crop_border={crop_border}.")
+  mean_keys = list(METRICS) + [k for k in MS_SSIM_METRICS if all(k in image for image in images)]
+  mean = {k: float(np.mean([image[k] for image in images])) for k in mean_keys}
+  return {"mean": mean, "images": images, "skipped": len(skipped), "skipped_names": skipped,
+          "crop_border": int(crop_border)}
+
+
+def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any) -> RestoreFn:
+  """Wraps a batched generator, apply_fn(params, NHWC) -> NHWC, as a restore_fn on single whole images.
+
+  Each new image size compiles once; values are clipped to [0, 1] as every boundary requires.
+  """
+
+  def restore(degraded: np.ndarray) -> np.ndarray:
+    restored = jax.device_get(apply_fn(params, np.asarray(degraded, np.float32)[None]))
+    return np.clip(np.asarray(restored, np.float32)[0], 0.0, 1.0)
+
+  return restore
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+  """The report as an aligned text table: one row per image, then the mean (PSNR in dB, 2 decimals)."""
+  columns = list(METRICS) + [k for k in MS_SSIM_METRICS if k in report["mean"]]
+  headers = ["image"] + [_HEADERS[k] for k in columns] + ["seconds"]
+  rows = [[image["name"]] + [_format(k, image.get(k)) for k in columns] + [f"{image.get('seconds', 0.0):.2f}"]
+          for image in report["images"]]
+  mean_row = [f"mean of {len(report['images'])}"] + [_format(k, report["mean"][k]) for k in columns] + [""]
+  widths = [max(len(row[i]) for row in [headers, mean_row] + rows) for i in range(len(headers))]
+
+  def line(row: list[str]) -> str:
+    return "  ".join([row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]).rstrip()
+
+  rule = "-" * len(line(headers))
+  text = [line(headers), rule] + [line(row) for row in rows] + [rule, line(mean_row)]
+  if report.get("skipped"):
+    text.append(f"({report['skipped']} image(s) skipped: {', '.join(report.get('skipped_names', []))})")
+  return "\n".join(text)
+
+
+_HEADERS = {"psnr_rgb": "PSNR RGB", "psnr_y": "PSNR Y", "ssim_rgb": "SSIM RGB", "ssim_y": "SSIM Y",
+            "ms_ssim_rgb": "MS-SSIM RGB", "ms_ssim_y": "MS-SSIM Y"}
+
+
+def _format(metric: str, value: float | None) -> str:
+  if value is None:
+    return "-"
+  return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
+
+
+def _progress_bar(pairs: Sequence[Pair], *, enabled: bool) -> Iterable[Pair]:
+  if not enabled:
+    return pairs
+  try:
+    import tqdm  # pylint: disable=g-import-not-at-top  # Optional: only the CLI shows a bar.
+  except ImportError:
+    return pairs
+  return tqdm.tqdm(pairs, desc="evaluate", unit="image", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags; defined only when run as a program, so importing the library (train.py does) adds none."""
+  flags.DEFINE_string("workdir", None, "Training run to score: its config.json and newest good checkpoint.")
+  flags.DEFINE_string("baseline", None,
+                      f"Score a baseline instead of a model: {', '.join(sorted(baselines.BASELINES))}.")
+  config_flags.DEFINE_config_file("config", None, "Recipe for --baseline (its degradation and scale), e.g. "
+                                  "configs/sr_wgangp.py.", lock_config=True)
+  flags.DEFINE_string("data", None, "Clean images: folder:PATH, tfds:NAME:SPLIT or samples. With --workdir, defaults "
+                      "to the run's own validation set (eval.data, or the records it held out).")
+  flags.DEFINE_string("output", None, "Write the report as JSON here.")
+  flags.DEFINE_bool("no_ema", False, "Score the raw generator instead of its EMA parameters.")
+  flags.DEFINE_string("step", None, "With --workdir: score the checkpoint of this step, or 'best' (the one kept "
+                      "by evaluation in DIR/best), instead of the newest good one.")
+  flags.DEFINE_bool("tensorboard", False, "With --workdir: also write the means as eval/<metric> scalars to the "
+                    "run's TensorBoard, at the checkpoint's step.")
+  flags.DEFINE_integer("crop_border", None, "Pixels removed from every side before scoring (default: the recipe's "
+                       "eval.crop_border, i.e. the scale).")
+  flags.DEFINE_integer("seed", None, "Seeds each image's degradation (default: the recipe's eval.seed).")
+  flags.DEFINE_bool("ms_ssim", False, "Also report MS-SSIM (compiling it for each image size takes seconds).")
+  flags.DEFINE_integer("max_images", 0, "Score at most this many images (0 = every image).")
+
+
+def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None
+                   ) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
+  """(the run's config, a restore_fn running its generator on whole images, what was scored)."""
+  from restore_jax import inference  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
+
+  loaded = inference.load_generator(workdir, use_ema=use_ema, step=step)
+  restore_fn = model_restore_fn(inference.make_apply(loaded.module), loaded.params)
+  return loaded.config, restore_fn, {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
+
+
+def default_eval_source(config: ml_collections.ConfigDict) -> sources.ImageSource:
+  """A run's validation images: eval.data, or the records of data.source it held out of training."""
+  source = sources.eval_source(config)
+  if source is None:
+    raise ValueError("Pass --data folder:PATH (or tfds:NAME:SPLIT): this run has neither eval.data nor held-out "
+                     "records (eval.holdout) to evaluate on.")
+  return source
+
+
+def write_tensorboard(workdir: str, step: int, mean: Mapping[str, float]) -> None:
+  """The means as eval/<metric> scalars in the run's TensorBoard, beside its training curves."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top  # Pulls in TensorFlow: only when asked.
+
+  writer = metric_writers.create_default_writer(workdir, asynchronous=False)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in mean.items()})
+  writer.flush()
+  writer.close()
+
+
+def run(f: Any) -> dict[str, Any]:
+  """The CLI's work apart from printing, given its flag values `f` (FLAGS, or any object with those attributes).
+
+  Raises ValueError / FileNotFoundError with a message for the user.
+  """
+  if bool(f.workdir) == bool(f.baseline):
+    raise ValueError("Pass either --workdir DIR (score a trained run) or --baseline NAME --config RECIPE "
+                     "(score a baseline), not both and not neither.")
+  if f.workdir:
+    if f.config is not None:
+      raise ValueError("--config is for --baseline; with --workdir the run's own config.json is used.")
+    step = int(f.step) if f.step and f.step.isdigit() else f.step
+    if step not in (None, "best") and not isinstance(step, int):
+      raise ValueError(f"--step takes a step number or 'best', got {f.step!r}.")
+    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step)
+    step = what["step"]
+  else:
+    if f.config is None:
+      raise ValueError(f"--baseline {f.baseline} needs --config RECIPE (e.g. configs/sr_wgangp.py) for the "
+                       "degradation and scale to score it with.")
+    if f.tensorboard:
+      raise ValueError("--tensorboard writes to a run's TensorBoard: it needs --workdir.")
+    config = f.config
+    restore_fn = baselines.make_baseline(f.baseline, scale_of(config))
+    what, step = {"baseline": f.baseline}, None
+
+  source = f.data or default_eval_source(config)
+  seed = f.seed if f.seed is not None else int(config.get("eval", {}).get("seed", 0))
+  crop_border = f.crop_border if f.crop_border is not None else default_crop_border(config)
+  pairs = load_pairs(source, config, seed=seed, max_images=f.max_images)
+  report = score(restore_fn, pairs, crop_border=crop_border, ms_ssim=f.ms_ssim, progress=True)
+  data = f.data or config.get("eval", {}).get("data") or f"{config.data.source} (records held out of training)"
+  report.update(what, data=data, seed=seed, scale=scale_of(config))
+  if f.tensorboard:
+    write_tensorboard(f.workdir, step, report["mean"])
+  return report
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    report = run(FLAGS)
+  except (ValueError, FileNotFoundError) as e:  # The user's set-up, not a bug: a message, no traceback.
+    sys.exit(f"error: {e}")
+  print(format_table(report))
+  if FLAGS.output:
+    epath.Path(FLAGS.output).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"Wrote {FLAGS.output}")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, also accepting dashes in flag names (--no-ema, --crop-border) like restore.py's flags."""
+  def underscored(arg: str) -> str:
+    if not arg.startswith("--") or arg.startswith("--config."):
+      return arg
+    name, equals, value = arg[2:].partition("=")
+    return "--" + name.replace("-", "_") + equals + value
+
+  return FLAGS([argv[0]] + [underscored(a) for a in argv[1:]])
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,100 @@
+"""A trained generator, loaded from a workdir for evaluation and restoration.
+
+The workdir records everything needed: DIR/config.json says which network to build, the checkpoint holds its
+weights. Only the "state" item is read (not the data iterator), into the shapes `create_gan_state` would make,
+found with `jax.eval_shape` so nothing is initialised or compiled.
+"""
+
+import dataclasses
+import functools
+import json
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from etils import epath
+
+from restore_jax import checkpoint, models
+from restore_jax.state import create_gan_state, input_shapes
+
+
+class NoCheckpoint(ValueError):
+  """The directory is not a training workdir, or holds no readable checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedGenerator:
+  config: ml_collections.ConfigDict  # The training config, from DIR/config.json.
+  module: nn.Module  # The generator network, built from config.generator.
+  params: Any  # Its parameters: the EMA ones unless asked otherwise.
+  step: int  # The training step the checkpoint was saved at.
+  scale: int  # Output size / input size (4 for x4 super-resolution, 1 for same-size restoration).
+
+
+def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
+  """The config a run was trained with, from DIR/config.json."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise NoCheckpoint(f"{path} does not exist: {epath.Path(workdir)} is not a training workdir. Give the "
+                       f"--workdir of a run of `python -m restore_jax.main`, which writes config.json there.")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_generator(workdir: epath.PathLike, *, use_ema: bool = True, step: int | str | None = None
+                   ) -> LoadedGenerator:
+  """The generator of the run in `workdir`, with the weights of one of its checkpoints.
+
+  step: None = the newest checkpoint in DIR/checkpoints that reads back whole (damaged newer ones are skipped
+  with a warning and left in place); an int = exactly that step; "best" = the checkpoint in DIR/best kept by
+  evaluation. use_ema: the EMA of the generator's weights (what evaluation and restoration should use) or, when
+  False, the raw weights the optimizer last wrote.
+  """
+  if isinstance(step, str) and step != "best":
+    raise ValueError(f"step must be a step number, 'best' or None (the newest), not {step!r}.")
+  workdir = epath.Path(workdir)
+  config = load_config(workdir)
+  generator = models.make_generator(config.generator)
+  discriminator = models.make_discriminator(config.discriminator)
+  abstract = _abstract_state(config, generator, discriminator)
+  if step == "best":
+    directory, items, wanted = workdir / "best", ("state", "metrics", "digest"), None
+  else:
+    directory, items, wanted = workdir / "checkpoints", ("state", "data", "digest"), step
+  if not directory.exists():
+    raise NoCheckpoint(f"{workdir} has no checkpoint: {directory} does not exist. Train longer than "
+                       f"checkpoint_every steps (or to the end) to write one.")
+  manager = checkpoint.open_read_only(directory, items)
+  try:
+    state, saved_step = checkpoint.restore_state(manager, abstract, step=wanted)
+  except FileNotFoundError as e:
+    raise NoCheckpoint(f"{workdir} has no usable checkpoint: {e}") from e
+  finally:
+    manager.close()
+  params = state.ema_params if use_ema else state.generator.params
+  lr_shape, _ = input_shapes(config)
+  out = jax.eval_shape(lambda p, x: generator.apply({"params": p}, x), params,
+                       jax.ShapeDtypeStruct(lr_shape, jnp.float32))
+  return LoadedGenerator(config=config, module=generator, params=params, step=int(saved_step),
+                         scale=out.shape[1] // lr_shape[1])
+
+
+def make_apply(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
+  """A jitted `(params, images) -> restored`: NHWC float32 in [0, 1] in and out (the output clipped to it).
+
+  Compiles once per input shape; tile large images to a fixed size to reuse one compilation.
+  """
+
+  @jax.jit
+  def apply(params: Any, images: jax.Array) -> jax.Array:
+    return jnp.clip(module.apply({"params": params}, images), 0.0, 1.0)
+
+  return apply
+
+
+def _abstract_state(config: ml_collections.ConfigDict, generator: nn.Module, discriminator: nn.Module) -> Any:
+  """Shapes and dtypes of the GANState the run saved, placed on this process's first device."""
+  shapes = jax.eval_shape(functools.partial(create_gan_state, config, generator, discriminator), jax.random.key(0))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)

@@ -1,0 +1,165 @@
+"""Restore images with a trained generator: one file or a whole folder, any size, format and mode.
+
+  python -m restore_jax.restore --workdir DIR --input FILE_OR_DIR --output FILE_OR_DIR \
+      [--tile 512 --tile-overlap 32] [--self-ensemble] [--no-ema] [--step N|best] [--batch N]
+
+Large images are restored in tiles blended without seams (restore_jax.tiling), so memory depends on the tile
+size, not the image's; every file is written back in its own format and mode (restore_jax.image_io). A folder is
+restored into a folder that mirrors its sub-folders. Files that cannot be read are skipped with a warning and
+counted. Flags take dashes or underscores (--tile-overlap or --tile_overlap).
+"""
+
+import argparse
+import functools
+import importlib.util
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+from absl import logging
+
+from restore_jax import image_io, inference, tiling
+from restore_jax.data.sources import IMAGE_EXTENSIONS
+
+DEFAULT_TILE = 512  # Input pixels: a 512x512 RRDB tile at x4 fits comfortably in a GPU's memory.
+DEFAULT_OVERLAP = 32  # Input pixels shared by neighbouring tiles, cross-faded over their middle half.
+_OUT_DTYPES = {8: np.uint8, 16: np.uint16, 32: np.float32}  # Bits per sample -> restored array's dtype.
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog="python -m restore_jax.restore", description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True, help="A training run's directory (config.json + checkpoints).")
+  parser.add_argument("--input", required=True, help="An image file, or a folder searched recursively.")
+  parser.add_argument("--output", required=True,
+                      help="For a file: the output file, or an existing folder to write it into. For a folder: the "
+                           "output folder (created; sub-folders mirrored). Never the input.")
+  parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                      help="Tile side in input pixels; 0 restores each image whole (default %(default)s).")
+  parser.add_argument("--tile-overlap", "--tile_overlap", dest="tile_overlap", type=int, default=DEFAULT_OVERLAP,
+                      help="Input pixels shared by neighbouring tiles (default %(default)s).")
+  parser.add_argument("--batch", type=int, default=1, help="Tiles per network call (default %(default)s).")
+  parser.add_argument("--self-ensemble", "--self_ensemble", dest="self_ensemble", action="store_true",
+                      help="Average the outputs of the 8 flips/rotations of each tile (8x slower).")
+  parser.add_argument("--no-ema", "--no_ema", dest="no_ema", action="store_true",
+                      help="Use the raw generator weights instead of their moving average.")
+  parser.add_argument("--step", default=None,
+                      help="Checkpoint to use: a step number, or 'best' (default: the newest good one).")
+  args = parser.parse_args(argv)
+  if args.tile < 0 or args.batch < 1:
+    parser.error(f"--tile must be >= 0 and --batch >= 1 (got --tile {args.tile}, --batch {args.batch}).")
+  if args.tile > 0 and not 0 <= args.tile_overlap < args.tile:
+    parser.error(f"--tile-overlap must be at least 0 and less than --tile (got {args.tile_overlap} "
+                 f"with --tile {args.tile}).")
+  if args.step is not None and args.step != "best":
+    try:
+      args.step = int(args.step)
+    except ValueError:
+      parser.error(f"--step takes a step number or 'best', got {args.step!r}.")
+  return args
+
+
+def plan(input_path: pathlib.Path, output_path: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Path]]:
+  """(source, destination) for every image to restore; refuses any plan that would overwrite an input."""
+  if not input_path.exists():
+    raise ValueError(f"--input {input_path} does not exist.")
+  if input_path.resolve() == output_path.resolve():
+    raise ValueError(f"--output is the same as --input ({input_path}); restoring in place would overwrite the "
+                     f"originals. Give another --output.")
+  if input_path.is_dir():
+    if output_path.exists() and not output_path.is_dir():
+      raise ValueError(f"--input {input_path} is a folder, so --output must be a folder; {output_path} is a file.")
+    out_root = output_path.resolve()
+    sources = sorted(p for p in input_path.rglob("*")
+                     if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                     and not p.resolve().is_relative_to(out_root))  # An output folder inside the input is not input.
+    if not sources:
+      raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {input_path}.")
+    pairs = [(p, output_path / p.relative_to(input_path)) for p in sources]
+  else:
+    destination = output_path / input_path.name if output_path.is_dir() else output_path
+    pairs = [(input_path, destination)]
+  for source, destination in pairs:
+    if destination.resolve() == source.resolve():
+      raise ValueError(f"Writing {destination} would overwrite its input; give another --output.")
+  return pairs
+
+
+def make_restore_fn(apply_fn: tiling.ApplyFn, *, scale: int, tile: int, overlap: int, batch: int = 1,
+                    self_ensemble: bool = False) -> Callable[[np.ndarray, np.dtype], np.ndarray]:
+  """(HWC float image, output dtype) -> restored HWC image, tiled, optionally self-ensembled."""
+  if self_ensemble:
+    apply_fn = tiling.self_ensemble(apply_fn)
+
+  def restore_image(image: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    return tiling.restore_tiled(apply_fn, image, scale=scale, tile=tile, overlap=overlap, batch=batch,
+                                out_dtype=out_dtype)
+
+  return restore_image
+
+
+def restore_files(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
+                  restore_image: Callable[[np.ndarray, np.dtype], np.ndarray]) -> list[tuple[pathlib.Path, str]]:
+  """Restores every (source, destination) pair; returns the (source, reason) of those that could not be read."""
+  skipped = []
+  for source, destination in _progress(pairs):
+    try:
+      image, info = image_io.read_image(source)
+    except image_io.ImageReadError as e:
+      logging.warning("Skipping %s: %s", source, e)
+      skipped.append((source, str(e)))
+      continue
+    start = time.perf_counter()
+    restored = restore_image(image, _OUT_DTYPES[info.bits])
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    image_io.write_image(destination, restored, info)
+    if len(pairs) == 1 or not _has_tqdm():
+      h, w = image.shape[:2]
+      print(f"{source} ({w}x{h}, {info.mode}) -> {destination} ({restored.shape[1]}x{restored.shape[0]}) "
+            f"in {time.perf_counter() - start:.1f} s", flush=True)
+    del image, restored  # Before the next read: one image's arrays at a time.
+  return skipped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  try:
+    pairs = plan(pathlib.Path(args.input), pathlib.Path(args.output))
+    generator = inference.load_generator(args.workdir, use_ema=not args.no_ema, step=args.step)
+  except ValueError as e:  # Includes inference.NoCheckpoint.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  weights = "raw" if args.no_ema else "EMA"
+  print(f"Restoring {len(pairs)} image(s) with the {weights} generator of step {generator.step} from "
+        f"{args.workdir} (x{generator.scale}, tile {args.tile or 'off'}, overlap {args.tile_overlap}"
+        f"{', self-ensemble x8' if args.self_ensemble else ''}).", flush=True)
+  apply_fn = functools.partial(inference.make_apply(generator.module), generator.params)
+  restore_image = make_restore_fn(apply_fn, scale=generator.scale, tile=args.tile, overlap=args.tile_overlap,
+                            batch=args.batch, self_ensemble=args.self_ensemble)
+  skipped = restore_files(pairs, restore_image)
+  print(f"Restored {len(pairs) - len(skipped)} of {len(pairs)} image(s) into {args.output}.", flush=True)
+  if skipped:
+    print(f"Skipped {len(skipped)} unreadable file(s):", file=sys.stderr)
+    for source, reason in skipped:
+      print(f"  {source}: {reason}", file=sys.stderr)
+  return 1 if len(skipped) == len(pairs) else 0
+
+
+def _has_tqdm() -> bool:
+  return importlib.util.find_spec("tqdm") is not None
+
+
+def _progress(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]]) -> Iterable[tuple[pathlib.Path, pathlib.Path]]:
+  """A progress bar over a folder when tqdm is installed; the caller prints one line per image otherwise."""
+  if len(pairs) == 1 or not _has_tqdm():
+    return pairs
+  import tqdm  # pylint: disable=g-import-not-at-top  # Optional dependency.
+
+  return tqdm.tqdm(pairs, desc="restore", unit="image", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,378 @@
+"""Checkpoints: damaged and half-written steps, config compatibility, the best checkpoint, loading for inference.
+
+The state has the structure `create_gan_state` gives (found with jax.eval_shape, so nothing compiles) and random
+contents, so "bit-identical after restore" compares real numbers. Damage is done to files on disk the way it
+happens: a data file cut short or overwritten, an item missing, a save that never finished.
+"""
+
+import functools
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from etils import epath
+from etils.epath import testing as epath_testing
+
+from configs import sr_wgangp
+from restore_jax import checkpoint, data, inference, models
+from restore_jax.state import create_gan_state
+
+STEPS = (4, 8)  # Two checkpoints: the older one good, the newer one damaged by each test.
+
+
+def _random_state(shapes, seed: int):
+  """A state shaped like `shapes` with random contents (a different one per seed)."""
+  rng = np.random.default_rng(seed)
+
+  def fill(s):
+    if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):
+      return jax.random.key(seed)
+    if jnp.issubdtype(s.dtype, jnp.floating):
+      return jnp.asarray(rng.standard_normal(s.shape).astype(s.dtype))
+    return jnp.asarray(rng.integers(0, 1000, s.shape).astype(s.dtype))
+
+  return jax.tree.map(fill, shapes)
+
+
+def _host(tree):
+  """Every leaf as a numpy array (PRNG keys as their raw bits), for exact comparisons."""
+  return jax.tree.map(
+      lambda x: np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x),
+      tree)
+
+
+def _assert_identical(a, b):
+  a, b = _host(a), _host(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.dtype == y.dtype and np.array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = sr_wgangp.get_config("tiny")
+  generator = models.make_generator(config.generator)
+  discriminator = models.make_discriminator(config.discriminator)
+  shapes = jax.eval_shape(functools.partial(create_gan_state, config, generator, discriminator), jax.random.key(0))
+  states = {step: _random_state(shapes, seed=step) for step in STEPS}
+  return config, generator, states
+
+
+@pytest.fixture(scope="module")
+def saved_run(setup, tmp_path_factory):
+  """A workdir with config.json and checkpoints at STEPS; and the batch the iterator gave after each save."""
+  config, _, states = setup
+  workdir = tmp_path_factory.mktemp("run")
+  (workdir / "config.json").write_text(json.dumps(config.to_dict(), default=str))
+  iterator = data.make_train_iterator(config)
+  manager = checkpoint.make_manager(workdir / "checkpoints", keep=3)
+  next_batch = {}
+  for step in STEPS:
+    next(iterator)
+    checkpoint.save(manager, step, states[step], iterator)
+    manager.wait_until_finished()
+    next_batch[step] = next(iterator)["hr"]
+  manager.close()
+  return workdir, next_batch
+
+
+@pytest.fixture
+def run_copy(saved_run, tmp_path):
+  workdir, next_batch = saved_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  return copy, next_batch
+
+
+def _largest_array_file(step_dir: Path) -> Path:
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+  return max(files, key=lambda p: p.stat().st_size)
+
+
+def _truncate(step_dir: Path):
+  f = _largest_array_file(step_dir)
+  f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _overwrite(step_dir: Path):
+  f = _largest_array_file(step_dir)
+  f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+
+
+def _delete_data_item(step_dir: Path):
+  shutil.rmtree(step_dir / "data")
+
+
+def _garble_data_json(step_dir: Path):
+  next((step_dir / "data").glob("*.json")).write_text("{ not json")
+
+
+def _swap_state_files(step_dir: Path):
+  """The older step's state files under the newer step's name: every file is intact and orbax reads it without
+  complaint, but the bytes are not the ones saved at this step. Only the saved digest can tell."""
+  shutil.rmtree(step_dir / "state")
+  shutil.copytree(step_dir.parent / str(STEPS[0]) / "state", step_dir / "state")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _overwrite, _delete_data_item, _garble_data_json, _swap_state_files])
+def test_damaged_newest_falls_back_to_previous_and_is_kept_aside(setup, run_copy, damage, caplog):
+  config, _, states = setup
+  workdir, next_batch = run_copy
+  newest = workdir / "checkpoints" / str(STEPS[1])
+  damage(newest)
+
+  manager = checkpoint.make_manager(workdir / "checkpoints", keep=3)
+  iterator = data.make_train_iterator(config)
+  with caplog.at_level(logging.WARNING):
+    state, step = checkpoint.restore_latest(manager, states[STEPS[1]], iterator)
+
+  assert step == STEPS[0]
+  _assert_identical(state, states[STEPS[0]])
+  np.testing.assert_array_equal(next(iterator)["hr"], next_batch[STEPS[0]])  # The data iterator rewound too.
+  assert any(str(newest) in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+  moved = list((workdir / "checkpoints_quarantine").glob(f"*/{STEPS[1]}"))
+  assert len(moved) == 1 and (moved[0] / "state").is_dir(), "the damaged step must be kept, not deleted"
+  assert not newest.exists()
+  assert manager.all_steps() == [STEPS[0]]
+  if damage is _truncate:  # Once is enough for what follows, which does not depend on the kind of damage.
+    # Orbax refuses to write a step that exists; the damaged one is out of the way, so the run can write it again.
+    checkpoint.save(manager, STEPS[1], states[STEPS[1]], iterator)
+    manager.wait_until_finished()
+    again, step = checkpoint.restore_latest(manager, states[STEPS[0]], data.make_train_iterator(config))
+    assert step == STEPS[1]
+    _assert_identical(again, states[STEPS[1]])
+  manager.close()
+
+
+def test_half_written_save_is_moved_aside_before_orbax_sees_it(setup, run_copy, caplog):
+  config, _, states = setup
+  workdir, _ = run_copy
+  tmp = workdir / "checkpoints" / f"{STEPS[1] + 4}.orbax-checkpoint-tmp-1234"
+  shutil.copytree(workdir / "checkpoints" / str(STEPS[1]), tmp)
+  with caplog.at_level(logging.WARNING):
+    manager = checkpoint.make_manager(workdir / "checkpoints", keep=3)
+  assert any(tmp.name in r.getMessage() for r in caplog.records)
+  assert not tmp.exists() and list((workdir / "checkpoints_quarantine").glob(f"*/{tmp.name}"))
+  state, step = checkpoint.restore_latest(manager, states[STEPS[0]], data.make_train_iterator(config))
+  assert step == STEPS[1]
+  _assert_identical(state, states[STEPS[1]])
+  manager.close()
+
+
+def test_no_readable_checkpoint_raises_and_moves_nothing(setup, run_copy):
+  """When every step fails, the cause is more likely the reader's (storage, code) than damage to all of them."""
+  config, _, states = setup
+  workdir, _ = run_copy
+  for step in STEPS:
+    _delete_data_item(workdir / "checkpoints" / str(step))
+  manager = checkpoint.make_manager(workdir / "checkpoints", keep=3)
+  with pytest.raises(checkpoint.NoGoodCheckpoint, match=f"(?s)step {STEPS[1]}: KeyError.*step {STEPS[0]}: KeyError"):
+    checkpoint.restore_latest(manager, states[STEPS[1]], data.make_train_iterator(config))
+  assert all((workdir / "checkpoints" / str(step)).is_dir() for step in STEPS)
+  assert not (workdir / "checkpoints_quarantine").exists()
+  manager.close()
+
+
+def test_empty_directory_restores_nothing(setup, tmp_path):
+  config, _, states = setup
+  manager = checkpoint.make_manager(tmp_path / "checkpoints", keep=3)
+  state, step = checkpoint.restore_latest(manager, states[STEPS[0]], data.make_train_iterator(config))
+  assert step == 0 and state is states[STEPS[0]]
+  manager.close()
+
+
+# ---------------------------------------------------------------------------------------------- Config
+
+
+def _changed(**overrides):
+  c = sr_wgangp.get_config("tiny")
+  for key, value in overrides.items():
+    *parents, leaf = key.split("__")
+    functools.reduce(getattr, parents, c)[leaf] = value
+  return c
+
+
+@pytest.fixture
+def recorded(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps(sr_wgangp.get_config("tiny").to_dict(), default=str))
+  return tmp_path
+
+
+def test_same_config_and_no_record_are_compatible(recorded, tmp_path_factory):
+  checkpoint.check_config_compatible(recorded, sr_wgangp.get_config("tiny"))
+  checkpoint.check_config_compatible(tmp_path_factory.mktemp("fresh"), _changed(batch_size=4))
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({"generator__num_feat": 16}, ["generator.num_feat: 8 -> 16"]),
+    ({"batch_size": 4, "data__hr_crop": 64}, ["batch_size: 8 -> 4", "data.hr_crop: 32 -> 64"]),
+    ({"degradation__scale": 2}, ["degradation.scale: 4 -> 2"]),
+    ({"optim__grad_clip_norm": 1.0}, ["optim.grad_clip_norm: 0.0 -> 1.0"]),
+    ({"data__num_workers": 2}, ["data.num_workers: 0 -> 2"]),  # grain's saved iterator state changes form.
+])
+def test_state_changing_config_is_refused_naming_each_key(recorded, overrides, names):
+  with pytest.raises(checkpoint.IncompatibleConfig) as info:
+    checkpoint.check_config_compatible(recorded, _changed(total_steps=10, **overrides))
+  message = str(info.value)
+  for name in names:
+    assert name in message
+  assert "total_steps" not in message  # Only the keys that matter.
+  assert "--workdir" in message
+  assert isinstance(info.value, ValueError)
+
+
+def test_harmless_changes_pass_and_reproducibility_changes_warn(recorded, caplog):
+  with caplog.at_level(logging.INFO):
+    checkpoint.check_config_compatible(recorded, _changed(total_steps=100, log_every=7, eval__max_images=3))
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+  assert any("total_steps: 4 -> 100" in r.getMessage() for r in caplog.records)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    checkpoint.check_config_compatible(recorded, _changed(seed=3, data__source="folder:/elsewhere"))
+  warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+  assert "seed: 0 -> 3" in warnings and 'data.source: "samples" -> "folder:/elsewhere"' in warnings
+
+
+# ---------------------------------------------------------------------------------------------- Object stores
+
+
+def _gcs_as(local_root: Path):
+  """epath calls on gs://bucket/... served from `local_root`; os-level calls on a gs:// string fail loudly."""
+
+  def local(path) -> str:
+    path = str(path)
+    return str(local_root / path[len("gs://bucket/"):]) if path.startswith("gs://bucket/") else path
+
+  def redirect(original, path, *args, **kwargs):
+    return original(local(path), *args, **kwargs)
+
+  def redirect2(original, path, dst, *args, **kwargs):
+    return original(local(path), local(dst), *args, **kwargs)
+
+  return epath_testing.mock_epath(
+      open=redirect, exists=redirect, isdir=redirect, listdir=redirect, glob=redirect, makedirs=redirect,
+      mkdir=redirect, rename=redirect2, replace=redirect2, stat=redirect, walk=redirect)
+
+
+def test_object_store_paths_go_through_epath(recorded, tmp_path, monkeypatch, caplog):
+  """gs:// workdirs are read, listed and moved with etils.epath, never with os.path or open()."""
+  import os.path as os_path
+
+  # With TensorFlow installed epath sends gs:// to TensorFlow's GCS client rather than to the mocked backend.
+  monkeypatch.setattr(epath.gpath, "_is_tf_installed", lambda: False)
+  for name in ("exists", "isdir", "isfile", "getsize", "abspath", "realpath"):  # What touches a disk or a cwd.
+    original = getattr(os_path, name)
+
+    def guarded(path, *rest, _original=original):
+      assert not str(path).startswith("gs://"), f"os.path was called on {path}"
+      return _original(path, *rest)
+
+    monkeypatch.setattr(os_path, name, guarded)
+  bucket = tmp_path / "bucket"
+  shutil.copytree(recorded, bucket / "run")
+  # On an object store a save in progress is a step directory without orbax's commit file.
+  unfinished = bucket / "run" / "checkpoints" / "12"
+  (unfinished / "state").mkdir(parents=True)
+  finished = bucket / "run" / "checkpoints" / "8"
+  (finished / "state").mkdir(parents=True)
+  (finished / checkpoint.COMMIT_FILE).write_text("done")
+
+  with _gcs_as(tmp_path / "bucket"):
+    with pytest.raises(checkpoint.IncompatibleConfig, match="batch_size: 8 -> 4"):
+      checkpoint.check_config_compatible("gs://bucket/run", _changed(batch_size=4))
+    with caplog.at_level(logging.WARNING):
+      moved = checkpoint.quarantine_half_written("gs://bucket/run/checkpoints")
+  assert [str(p) for p in moved] == [f"gs://bucket/run/checkpoints_quarantine/{moved[0].parent.name}/12"]
+  assert not unfinished.exists() and (bucket / "run" / "checkpoints_quarantine" / moved[0].parent.name / "12").is_dir()
+  assert finished.is_dir()
+  assert any("gs://bucket/run/checkpoints/12" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------- Best checkpoint
+
+
+def test_best_checkpoint_keeps_the_maximum_across_reopening(setup, tmp_path):
+  config, _, states = setup
+  manager = checkpoint.make_best_manager(tmp_path / "best")
+  a, b = states[STEPS[0]], states[STEPS[1]]
+  assert checkpoint.save_best(manager, 4, a, {"psnr_y": 20.0, "ssim_y": 0.5}, "psnr_y")
+  assert not checkpoint.save_best(manager, 8, b, {"psnr_y": 19.5, "ssim_y": 0.9}, "psnr_y")
+  assert checkpoint.save_best(manager, 12, b, {"psnr_y": 21.0, "ssim_y": 0.4}, "psnr_y")
+  manager.wait_until_finished()
+  manager.close()
+
+  reopened = checkpoint.make_best_manager(tmp_path / "best")
+  assert checkpoint.best_metrics(reopened) == (12, {"psnr_y": 21.0, "ssim_y": 0.4})
+  assert not checkpoint.save_best(reopened, 16, a, {"psnr_y": 20.9}, "psnr_y")  # Remembered after the restart.
+  assert not checkpoint.save_best(reopened, 20, a, {"psnr_y": float("nan")}, "psnr_y")
+  with pytest.raises(ValueError, match="eval.best_metric"):
+    checkpoint.save_best(reopened, 24, a, {"psnr_y": 30.0}, "psnr_rgb")
+  reopened.wait_until_finished()
+  assert reopened.all_steps() == [12]
+  assert sorted(p.name for p in (tmp_path / "best").iterdir() if p.is_dir()) == ["12"]
+  reopened.close()
+
+  (tmp_path / "config.json").write_text(json.dumps(config.to_dict(), default=str))
+  loaded = inference.load_generator(tmp_path, step="best")
+  assert loaded.step == 12
+  _assert_identical(loaded.params, b.ema_params)
+
+
+# ---------------------------------------------------------------------------------------------- Inference
+
+
+def test_load_generator_returns_the_saved_ema_or_raw_params(setup, saved_run):
+  config, generator, states = setup
+  workdir, _ = saved_run
+  newest = states[STEPS[1]]
+  ema = inference.load_generator(workdir)
+  assert ema.step == STEPS[1] and ema.scale == 4
+  assert ema.config.generator.num_feat == config.generator.num_feat
+  assert ema.module == generator
+  _assert_identical(ema.params, newest.ema_params)
+
+  raw = inference.load_generator(workdir, use_ema=False)
+  _assert_identical(raw.params, newest.generator.params)
+  older = inference.load_generator(workdir, step=STEPS[0])
+  assert older.step == STEPS[0]
+  _assert_identical(older.params, states[STEPS[0]].ema_params)
+  with pytest.raises(inference.NoCheckpoint, match="step 5"):
+    inference.load_generator(workdir, step=5)
+
+  apply = inference.make_apply(ema.module)
+  x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+  y = np.asarray(apply(ema.params, x))
+  unclipped = np.asarray(generator.apply({"params": newest.ema_params}, x))
+  assert y.shape == (2, 32, 32, 3)
+  assert unclipped.min() < 0 or unclipped.max() > 1  # Random weights: the clip has work to do.
+  np.testing.assert_allclose(y, np.clip(unclipped, 0, 1), atol=1e-5)
+
+
+def test_load_generator_skips_a_damaged_newest_and_leaves_it_in_place(setup, run_copy, caplog):
+  _, _, states = setup
+  workdir, _ = run_copy
+  _truncate(workdir / "checkpoints" / str(STEPS[1]))
+  with caplog.at_level(logging.WARNING):
+    loaded = inference.load_generator(workdir)
+  assert loaded.step == STEPS[0]
+  _assert_identical(loaded.params, states[STEPS[0]].ema_params)
+  assert any(f"step {STEPS[1]}" in r.getMessage() for r in caplog.records)
+  assert (workdir / "checkpoints" / str(STEPS[1])).is_dir()  # Read-only: a training run may own the directory.
+
+
+def test_load_generator_explains_what_is_missing(saved_run, tmp_path):
+  with pytest.raises(inference.NoCheckpoint, match="config.json"):
+    inference.load_generator(tmp_path)
+  shutil.copy(saved_run[0] / "config.json", tmp_path / "config.json")
+  with pytest.raises(inference.NoCheckpoint, match="no checkpoint"):
+    inference.load_generator(tmp_path)
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(inference.NoCheckpoint, match="no usable checkpoint"):
+    inference.load_generator(tmp_path)
+  assert issubclass(inference.NoCheckpoint, ValueError)

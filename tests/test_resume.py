@@ -1,0 +1,187 @@
+"""Never lose a run, through the real command line: exact resume, kill -TERM, the non-finite guard, bad data,
+an incompatible config and a half-written checkpoint.
+
+Every run uses the tiny recipe on 2 fake CPU devices; the reference is one uninterrupted run of REF_STEPS steps,
+compared bit for bit (same topology, so same reductions, so the same floats).
+"""
+
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+from cli import REPO, cli_env, train_command
+
+REF_STEPS = 24
+# Every step logged, so the per-step batch statistics can be compared and a running process can be watched;
+# no periodic evaluation (tested in test_train.py), which would only add compile time here.
+COMMON = ("--config.log_every=1", "--config.eval_every=1000", "--config.checkpoint_every=1000",
+          "--config.eval.holdout=0")
+
+
+class Run:
+  """A training process whose stderr is collected by a thread, so several can run side by side.
+
+  Each run spends most of its time compiling, one core each: starting them together halves the module's time.
+  """
+
+  def __init__(self, workdir: Path, *extra: str, signal_after_step: int | None = None):
+    self.workdir, self.lines, self.signal_after_step = workdir, [], signal_after_step
+    self.compiled = threading.Event()
+    self.proc = subprocess.Popen(train_command(workdir, *COMMON, *extra), cwd=REPO, env=cli_env(2),
+                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self) -> None:
+    for line in self.proc.stderr:
+      self.lines.append(line)
+      if "Compiled the train step" in line:
+        self.compiled.set()
+      # clu's logging writer prints "[STEP] name=value, ..." once per logged step.
+      if self.signal_after_step is not None and re.search(rf"\] \[{self.signal_after_step}\] ", line):
+        self.proc.send_signal(signal.SIGTERM)  # Preempt it while it trains.
+        self.signal_after_step = None
+
+  def wait(self) -> "Run":
+    self.proc.wait(timeout=900)
+    self._reader.join()
+    self.compiled.set()
+    self.returncode, self.stderr = self.proc.returncode, "".join(self.lines)
+    return self
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Run]:
+  """Every training run of this module, started together and awaited in two rounds."""
+  root = tmp_path_factory.mktemp("resume")
+  folder = root / "images"
+  _messy_folder(folder, good=1, broken=6)
+  reference = Run(root / "reference", f"--config.total_steps={REF_STEPS}")
+  reference.compiled.wait(timeout=600)  # The others then load its programs from the compilation cache.
+  first = {
+      "reference": reference,
+      "half": Run(root / "half", f"--config.total_steps={REF_STEPS // 2}"),
+      "killed": Run(root / "killed", f"--config.total_steps={REF_STEPS}", signal_after_step=2),
+      # Step 2 alone is poisoned (skipped, counted); then 4, 5, 6 in a row reach the limit of 3.
+      "nonfinite": Run(root / "nonfinite", "--config.total_steps=20", "--config.checkpoint_every=3",
+                       "--config.max_consecutive_nonfinite=3", "--config.debug.poison_steps=(2, 4, 5, 6)"),
+      "bad_data": Run(root / "bad_data", f"--config.data.source=folder:{folder}", "--config.total_steps=10"),
+  }
+  runs = {name: run.wait() for name, run in first.items()}
+  for name in ("reference", "half"):
+    assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+  # A save that died half-way (orbax writes into a tmp directory and renames it when committed).
+  half_written = root / "half" / "checkpoints" / f"{REF_STEPS}.orbax-checkpoint-tmp-1234"
+  (half_written / "state").mkdir(parents=True)
+  (half_written / "state" / "junk").write_bytes(b"\0" * 100)
+  second = {"half_resumed": Run(root / "half", f"--config.total_steps={REF_STEPS}")}
+  if runs["killed"].returncode == 75:
+    second["killed_resumed"] = Run(root / "killed", f"--config.total_steps={REF_STEPS}")
+  runs.update({name: run.wait() for name, run in second.items()})
+  return runs
+
+
+def _state(workdir: Path, step: int) -> dict:
+  """A checkpoint's GANState as host arrays, read with orbax alone (no restore_jax code)."""
+  tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+  as_numbers = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+  return jax.tree.map(lambda x: np.asarray(as_numbers(x)), tree)
+
+
+def _assert_trees_equal(a: dict, b: dict) -> None:
+  flat_a, flat_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
+  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
+  for (path, x), (_, y) in zip(flat_a, flat_b):
+    assert np.array_equal(x, y), f"{jax.tree_util.keystr(path)} differs"
+
+
+def _per_step(workdir: Path, tag: str) -> dict[int, float]:
+  """tag's value at every logged step, from the TensorBoard events read with TensorFlow."""
+  import tensorflow as tf
+
+  values = {}
+  for path in sorted(workdir.glob("events.out.tfevents*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+  return values
+
+
+def test_half_then_resumed_half_is_bit_identical(runs):
+  resumed, reference = runs["half_resumed"], runs["reference"]
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resumed from the checkpoint of step {REF_STEPS // 2}" in resumed.stderr
+  half_written = f"{REF_STEPS}.orbax-checkpoint-tmp-1234"
+  assert half_written in resumed.stderr  # Named in a warning ...
+  assert list(resumed.workdir.parent.rglob(half_written)), "the half-written checkpoint was deleted"  # ... kept.
+
+  _assert_trees_equal(_state(resumed.workdir, REF_STEPS), _state(reference.workdir, REF_STEPS))
+  # The batches: psnr_bicubic is a function of the batch alone, so equal sequences mean equal batches.
+  for tag in ("psnr_bicubic", "g_loss"):
+    want, got = _per_step(reference.workdir, tag), _per_step(resumed.workdir, tag)
+    assert sorted(got) == list(range(1, REF_STEPS + 1))
+    assert got == want, tag
+
+
+def test_kill_term_saves_and_the_restart_continues_exactly(runs):
+  killed = runs["killed"]
+  assert killed.returncode == 75, killed.stderr[-3000:]
+  stopped = int(re.search(r"Stopped by SIGTERM after step (\d+)", killed.stderr).group(1))
+  assert 2 <= stopped < REF_STEPS, "the signal arrived too late to test anything"
+  assert (killed.workdir / "checkpoints" / str(stopped)).is_dir()
+
+  resumed = runs["killed_resumed"]
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resumed from the checkpoint of step {stopped}" in resumed.stderr
+  _assert_trees_equal(_state(killed.workdir, REF_STEPS), _state(runs["reference"].workdir, REF_STEPS))
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(runs):
+  run = runs["nonfinite"]
+  assert run.returncode == 70, run.stderr[-3000:]
+  assert "3 consecutive steps up to step 6 had NaN or Inf" in run.stderr
+  assert "Traceback" not in run.stderr
+  # The stop is noticed one step late (the host reads step 6's counter after starting step 7) and saved there.
+  steps = sorted(int(p.name) for p in (run.workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps[-1] == 7
+  at_3, at_6 = _state(run.workdir, 3), _state(run.workdir, 6)
+  for part in ("generator", "discriminator", "ema_params"):  # Steps 4-6 changed nothing but the counters.
+    _assert_trees_equal(at_3[part], at_6[part])
+  assert int(at_6["nonfinite_steps"]) == 4 and int(at_6["consecutive_nonfinite"]) == 3
+  nonfinite = _per_step(run.workdir, "nonfinite_steps")
+  assert nonfinite[1] == 0 and nonfinite[2] == 1 and nonfinite[3] == 1 and nonfinite[6] == 4
+
+
+def test_incompatible_config_stops_with_the_difference(runs):
+  proc = subprocess.run(train_command(runs["reference"].workdir, "--config.generator.num_feat=16",
+                                      "--config.batch_size=4"),
+                        cwd=REPO, env=cli_env(2), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 78, proc.stderr[-3000:]
+  assert "generator.num_feat" in proc.stderr and "batch_size" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_mostly_broken_data_stops_with_a_clear_error(runs):
+  run = runs["bad_data"]
+  assert run.returncode == 65, run.stderr[-3000:]
+  assert "data.max_skip_fraction" in run.stderr and "Traceback" not in run.stderr
+  assert _per_step(run.workdir, "data/skip_fraction")[1] > 0.5
+
+
+def _messy_folder(path: Path, good: int, broken: int) -> None:
+  path.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(good):
+    Image.fromarray(rng.integers(0, 256, (48, 56, 3), np.uint8)).save(path / f"good{i}.png")
+  for i in range(broken):
+    (path / f"broken{i}.png").write_bytes(b"not an image" * i)  # broken0.png is a zero-byte file.
+  Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(path / "tiny.png")
