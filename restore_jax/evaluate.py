@@ -305,15 +305,23 @@ def define_flags() -> None:
   flags.DEFINE_integer("seed", None, "Seeds each image's degradation (default: the recipe's eval.seed).")
   flags.DEFINE_bool("ms_ssim", False, "Also report MS-SSIM (compiling it for each image size takes seconds).")
   flags.DEFINE_integer("max_images", 0, "Score at most this many images (0 = every image).")
+  flags.DEFINE_integer("tile", 0, "With --workdir: restore in tiles of this many input pixels, as restore.py does, "
+                       "for images too large for the device (0 = whole images).")
+  flags.DEFINE_integer("tile_overlap", 32, "Input pixels shared by neighbouring tiles (with --tile).")
 
 
-def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None
+def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int = 0, tile_overlap: int = 32
                    ) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
-  """(the run's config, a restore_fn running its generator on whole images, what was scored)."""
-  from restore_jax import inference  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
+  """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored)."""
+  from restore_jax import inference, tiling  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
 
   loaded = inference.load_generator(workdir, use_ema=use_ema, step=step)
-  restore_fn = model_restore_fn(inference.make_apply(loaded.module), loaded.params)
+  apply_fn = inference.make_apply(loaded.module)
+  if tile > 0:
+    restore_fn = lambda degraded: tiling.restore_tiled(
+        lambda x: apply_fn(loaded.params, x), degraded, scale=loaded.scale, tile=tile, overlap=tile_overlap)
+  else:
+    restore_fn = model_restore_fn(apply_fn, loaded.params)
   return loaded.config, restore_fn, {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
 
 
@@ -350,7 +358,8 @@ def run(f: Any) -> dict[str, Any]:
     step = int(f.step) if f.step and f.step.isdigit() else f.step
     if step not in (None, "best") and not isinstance(step, int):
       raise ValueError(f"--step takes a step number or 'best', got {f.step!r}.")
-    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step)
+    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step,
+                                              tile=getattr(f, "tile", 0), tile_overlap=getattr(f, "tile_overlap", 32))
     step = what["step"]
   else:
     if f.config is None:

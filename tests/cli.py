@@ -1,6 +1,8 @@
 """Running the real training command line from tests: one place for the command and its environment."""
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -9,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 # One XLA compilation cache for every training process of a test session: runs of the same recipe compile the
 # same programs, and loading them from the cache saves ~20 s of CPU per run. A hit gives the very same executable.
 COMPILATION_CACHE = tempfile.mkdtemp(prefix="restore_jax_xla_cache_")
+atexit.register(shutil.rmtree, COMPILATION_CACHE, ignore_errors=True)
 
 
 def train_command(workdir: Path, *extra: str, config: str = "configs/sr_wgangp.py:tiny") -> list[str]:

@@ -316,3 +316,15 @@ def test_cli_bicubic_on_set5_gives_the_published_figure(tmp_path):
   # our Gaussian-window SSIM differs from that table's implementation in the fourth decimal).
   assert mean["psnr_y"] == pytest.approx(28.42, abs=0.005)
   assert mean["ssim_y"] == pytest.approx(0.8104, abs=0.001)
+
+
+def test_tiled_scores_match_whole_image_scores(workdir, sr_pairs):
+  """--tile restores through restore_jax.tiling: within 0.1 dB of the whole image, as issue 4 asks of tiling."""
+  root = workdir[0]
+  _, whole_fn, _ = evaluate.evaluate_model(str(root), use_ema=True, step=None)
+  _, tiled_fn, _ = evaluate.evaluate_model(str(root), use_ema=True, step=None, tile=16, tile_overlap=8)
+  whole = evaluate.score(whole_fn, sr_pairs, crop_border=SCALE)
+  tiled = evaluate.score(tiled_fn, sr_pairs, crop_border=SCALE)
+  for a, b in zip(whole["images"], tiled["images"]):
+    assert abs(a["psnr_rgb"] - b["psnr_rgb"]) < 0.1 and abs(a["psnr_y"] - b["psnr_y"]) < 0.1
+  assert whole["images"][0]["psnr_rgb"] != tiled["images"][0]["psnr_rgb"]  # The tiled path really ran.
