@@ -74,6 +74,9 @@ def runs(tmp_path_factory) -> dict[str, Run]:
       "nonfinite": Run(root / "nonfinite", "--config.total_steps=20", "--config.checkpoint_every=3",
                        "--config.max_consecutive_nonfinite=3", "--config.debug.poison_steps=(2, 4, 5, 6)"),
       "bad_data": Run(root / "bad_data", f"--config.data.source=folder:{folder}", "--config.total_steps=10"),
+      "messy": Run(root / "messy", f"--config.data.source=folder:{_every_kind_of_file(root / 'messy_images')}",
+                   "--config.total_steps=6", "--config.data.max_skip_fraction=0.9",
+                   "--config.data.max_image_pixels=100000"),
   }
   runs = {name: run.wait() for name, run in first.items()}
   for name in ("reference", "half"):
@@ -161,6 +164,17 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(runs):
   assert nonfinite[1] == 0 and nonfinite[2] == 1 and nonfinite[3] == 1 and nonfinite[6] == 4
 
 
+def test_a_messy_folder_trains_to_the_end_and_counts_skips_per_reason(runs):
+  run = runs["messy"]
+  assert run.returncode == 0, run.stderr[-3000:]
+  for reason in ("decode", "empty", "small", "huge"):
+    assert _per_step(run.workdir, f"data/skipped_{reason}")[6] >= 1, reason
+  assert "Records skipped so far:" in run.stderr
+  for name in ("empty.png", "decode_text.png", "small.png", "huge.png"):
+    assert name in run.stderr  # Each bad file is named in a warning.
+  assert (run.workdir / "checkpoints" / "6").is_dir()
+
+
 def test_incompatible_config_stops_with_the_difference(runs):
   proc = subprocess.run(train_command(runs["reference"].workdir, "--config.generator.num_feat=16",
                                       "--config.batch_size=4"),
@@ -175,6 +189,25 @@ def test_mostly_broken_data_stops_with_a_clear_error(runs):
   assert run.returncode == 65, run.stderr[-3000:]
   assert "data.max_skip_fraction" in run.stderr and "Traceback" not in run.stderr
   assert _per_step(run.workdir, "data/skip_fraction")[1] > 0.5
+
+
+def _every_kind_of_file(path: Path) -> Path:
+  """Images in every mode a folder of photos holds, plus the files that break pipelines (reason in the name)."""
+  path.mkdir()
+  rng = np.random.default_rng(1)
+  pixels = lambda *shape: rng.integers(0, 256, shape, np.uint8)
+  Image.fromarray(pixels(40, 44, 3)).save(path / "rgb.png")
+  Image.fromarray(pixels(40, 44)).save(path / "gray.png")
+  Image.fromarray(pixels(40, 44, 4)).save(path / "rgba.png")
+  Image.fromarray(pixels(40, 44, 3)).convert("P").save(path / "palette.png")
+  Image.fromarray(pixels(40, 44, 3)).convert("CMYK").save(path / "cmyk.jpg")
+  Image.fromarray(rng.integers(0, 65536, (40, 44), np.uint16)).save(path / "gray16.png")
+  Image.fromarray(pixels(40, 44, 3)).save(path / "png_named.jpg", format="PNG")
+  (path / "empty.png").write_bytes(b"")
+  (path / "decode_text.png").write_text("this is not an image")
+  Image.fromarray(pixels(16, 16, 3)).save(path / "small.png")
+  Image.fromarray(pixels(400, 400, 3)).save(path / "huge.png")  # Over the run's max_image_pixels of 100,000.
+  return path
 
 
 def _messy_folder(path: Path, good: int, broken: int) -> None:
