@@ -44,6 +44,9 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   c.loss.adversarial_weight = 1e-4
   c.loss.perceptual.weight = 0.0
   c.eval.holdout = 1  # rocket.jpg is kept out of training and scored whole at steps 400 and 800.
+  # The EMA's horizon is ~1 / (1 - decay) steps: at 0.999 an 800-step EMA still holds 45% of the random init
+  # (0.999**800), and scored 2.8 dB (RGB) below bicubic at step 400; 0.99 averages over the last ~100 steps.
+  c.ema_decay = 0.99
 
 
 def _bench(c: ml_collections.ConfigDict) -> None:
