@@ -10,6 +10,7 @@ step number again. Every path goes through etils.epath, so a workdir may be `gs:
 
 import json
 import math
+import os
 import time
 import zlib
 from collections.abc import Callable, Mapping
@@ -51,6 +52,11 @@ class NoGoodCheckpoint(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------- Managers
+
+
+def absolute(path: epath.PathLike) -> epath.Path:
+  """Local paths made absolute (orbax refuses relative ones); URLs such as gs://bucket/run pass through."""
+  return epath.Path(path if "://" in str(path) else os.path.abspath(path))
 
 
 def make_manager(directory: epath.PathLike, *, keep: int) -> ocp.CheckpointManager:

@@ -53,7 +53,7 @@ def load_generator(workdir: epath.PathLike, *, use_ema: bool = True, step: int |
   """
   if isinstance(step, str) and step != "best":
     raise ValueError(f"step must be a step number, 'best' or None (the newest), not {step!r}.")
-  workdir = epath.Path(workdir)
+  workdir = checkpoint.absolute(workdir)  # Orbax refuses relative paths; users type them.
   config = load_config(workdir)
   generator = models.make_generator(config.generator)
   discriminator = models.make_discriminator(config.discriminator)

@@ -7,7 +7,6 @@ saves a checkpoint first and raises `StopTraining`, whose exit code main.py retu
 
 import functools
 import json
-import os
 import time
 from typing import Any
 
@@ -87,7 +86,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   """Trains `config` in `workdir`, resuming from the newest good checkpoint there. Returns the final state."""
-  workdir = _absolute(workdir)
+  workdir = checkpoint.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoint.check_config_compatible(workdir, config)  # Before config.json is overwritten.
   write_config(config, workdir)
@@ -291,11 +290,6 @@ def compile_step(train_step, state, batch, frozen):
   except Exception:  # Not every backend reports memory.
     pass
   return compiled
-
-
-def _absolute(path: str) -> epath.Path:
-  """Local paths made absolute (orbax refuses relative ones); URLs such as gs://bucket/run pass through."""
-  return epath.Path(path if "://" in str(path) else os.path.abspath(path))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -327,7 +327,7 @@ def test_best_checkpoint_keeps_the_maximum_across_reopening(setup, tmp_path):
 # ---------------------------------------------------------------------------------------------- Inference
 
 
-def test_load_generator_returns_the_saved_ema_or_raw_params(setup, saved_run):
+def test_load_generator_returns_the_saved_ema_or_raw_params(setup, saved_run, monkeypatch):
   config, generator, states = setup
   workdir, _ = saved_run
   newest = states[STEPS[1]]
@@ -339,6 +339,9 @@ def test_load_generator_returns_the_saved_ema_or_raw_params(setup, saved_run):
 
   raw = inference.load_generator(workdir, use_ema=False)
   _assert_identical(raw.params, newest.generator.params)
+  with monkeypatch.context() as m:  # A relative --workdir, as users type it (orbax itself refuses them).
+    m.chdir(Path(workdir).parent)
+    _assert_identical(inference.load_generator(Path(workdir).name).params, newest.ema_params)
   older = inference.load_generator(workdir, step=STEPS[0])
   assert older.step == STEPS[0]
   _assert_identical(older.params, states[STEPS[0]].ema_params)
