@@ -133,8 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       donate_argnums=(0,),
   )
   count_skips = jax.jit(lambda skips: jax.tree.map(jnp.sum, skips), out_shardings=replicated)
-  generate = jax.jit(lambda params, x: generator.apply({"params": params}, x))
-  apply_generator = inference.make_apply(generator)
+  apply_generator = inference.make_apply(generator)  # Image grids and evaluation: one jitted, clipped apply.
 
   # ---------------------------------------------------------------- Train loop
   report_progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
@@ -210,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                 "the files; fix or remove them, or raise data.max_skip_fraction.", EXIT_BAD_DATA)
         if step % config.eval_every == 0 or is_last:
           with report_progress.timed("image_grid"):
-            restored = np.asarray(jax.device_get(generate(state.generator.params, preview[0])))
+            restored = np.asarray(jax.device_get(apply_generator(state.generator.params, preview[0])))
             writer.write_images(step, {"lr_sr_hr": image_grid(preview[0], restored, preview[1])})
           if eval_pairs:
             with report_progress.timed("eval"):
