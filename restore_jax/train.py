@@ -79,6 +79,11 @@ def mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
   return scalars
 
 
+def skip_counts_text(skips: dict[str, int]) -> str:
+  """Per-reason skip counts for messages: "decode 3, small 1, ..."."""
+  return ", ".join(f"{k.removeprefix('skipped_')} {v}" for k, v in skips.items() if k != "skipped")
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
@@ -198,13 +203,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
           scalars["data/skip_fraction"] = skip_fraction
           writer.write_scalars(step, scalars)
           if skips["skipped"]:
-            logging.info("Records skipped so far: %s (%.1f%% of reads).",
-                         ", ".join(f"{k.removeprefix('skipped_')} {v}" for k, v in skips.items() if k != "skipped"),
+            logging.info("Records skipped so far: %s (%.1f%% of reads).", skip_counts_text(skips),
                          100 * skip_fraction)
           if stop is None and skip_fraction > config.data.max_skip_fraction:
             stop = StopTraining(
                 f"{100 * skip_fraction:.1f}% of the records read by step {step} were unusable ("
-                + ", ".join(f"{k.removeprefix('skipped_')}: {v}" for k, v in skips.items() if k != "skipped")
+                + skip_counts_text(skips)
                 + f"), more than data.max_skip_fraction = {config.data.max_skip_fraction}. The warnings above name "
                 "the files; fix or remove them, or raise data.max_skip_fraction.", EXIT_BAD_DATA)
         if step % config.eval_every == 0 or is_last:
