@@ -13,7 +13,7 @@ VARIANTS = ("full", "tiny", "demo", "bench")
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Keys every recipe has (DESIGN.md section 2), with safe defaults."""
+  """Keys every recipe has, with safe defaults; a recipe overrides what its source specifies."""
   c = ml_collections.ConfigDict()
   c.recipe = ""
   c.variant = "full"
@@ -24,11 +24,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 5_000
   c.checkpoint_every = 5_000
   c.keep_checkpoints = 3
-  c.num_grid_images = 4  # Images in the LR | SR | HR grid logged every eval_every steps.
+  c.num_grid_images = 4  # Images in the input | output | target grid logged every eval_every steps.
+  # Python modules imported before anything is built, so that their own degradations, networks or loss terms
+  # register themselves by name (e.g. ("my_project.degradations",)). Recorded in config.json, so evaluation and
+  # restoration import them too.
+  c.imports = ()
+
+  # The task's geometry: the only task knowledge the loop, step, evaluation and restoration read.
+  c.task = ml_collections.ConfigDict()
+  c.task.scale = 1  # Output size / input size (4 for x4 super-resolution).
+  c.task.in_channels = 3  # Channels of the degraded input (1 for colorization).
+  c.task.out_channels = 3
+  c.task.use_mask = False  # The generator also sees the mask of missing pixels (inpainting).
+  c.task.crop_border = -1  # Pixels ignored at every side when scoring; -1 = the scale if > 1 (SR), else 0.
+  c.task.baseline = "identity"  # What a model must beat: "bicubic", "identity" or "median".
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "samples"
-  c.data.hr_crop = 128
+  c.data.crop_size = 128  # Side of the clean training crops (the target); the input is crop_size / task.scale.
   c.data.augment = True
   c.data.num_workers = 0
   c.data.prefetch = 2
@@ -40,42 +53,58 @@ def base_config() -> ml_collections.ConfigDict:
   c.degradation = ml_collections.ConfigDict(dict(name="bicubic", scale=4))
 
   c.generator = ml_collections.ConfigDict()
+  # generator.init_from = "DIR[:STEP]" starts a new run from another run's generator (its EMA weights unless
+  # generator.init_from_ema = False), as ESRGAN starts its GAN phase from its PSNR-oriented model.
   c.discriminator = ml_collections.ConfigDict()
+  # The discriminator also sees the condition (the input, brought to the target's size, and the mask) beside the
+  # image, as pix2pix's does (Isola et al. 2017).
+  c.discriminator_conditional = False
 
   c.optim = ml_collections.ConfigDict()
   c.optim.g_learning_rate = 1e-4
   c.optim.d_learning_rate = 1e-4
+  # Schedules by name: "constant", "step" (multiplied by optim.gamma at each of optim.milestones, as ESRGAN does)
+  # or "cosine" (to 0 at total_steps); any of them after optim.warmup_steps of linear warm-up. Counted in
+  # generator steps for both networks.
+  c.optim.g_schedule = "constant"
+  c.optim.d_schedule = "constant"
+  c.optim.milestones = ()
+  c.optim.gamma = 0.5
+  c.optim.warmup_steps = 0
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
   c.optim.eps = 1e-8  # Adam's epsilon.
-  c.optim.warmup_steps = 0
   c.optim.grad_clip_norm = 0.0  # 0 = no clipping.
-  c.optim.n_critic = 1  # Critic updates per generator update.
+  c.optim.n_critic = 1  # Discriminator updates per generator update, each on a batch of its own.
   c.ema_decay = 0.999
   # A step with a NaN/Inf loss or gradient leaves the parameters unchanged and is counted; this many in a row
   # stop the run with a checkpoint of the last good state.
   c.max_consecutive_nonfinite = 10
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.pixel = "mse"
-  c.loss.pixel_weight = 1.0
-  c.loss.adversarial = "wgan"
+  # Reconstruction terms by name with their weights (restore_jax.losses.TERMS); each is logged as g_<name>.
+  c.loss.terms = ml_collections.ConfigDict({"mse": 1.0})
+  c.loss.adversarial = "wgan_gp"  # restore_jax.losses.OBJECTIVES: wgan, wgan_gp, vanilla, lsgan, hinge, ragan.
   c.loss.adversarial_weight = 1e-3
-  c.loss.gp_weight = 10.0
-  c.loss.adversarial_start_step = 0  # Pixel(-and-perceptual) pre-training before the GAN phase.
-  c.loss.perceptual = ml_collections.ConfigDict()
-  c.loss.perceptual.weight = 0.0  # 0 switches the VGG19 term (and its weights file) off.
+  c.loss.gp_weight = 10.0  # Gradient penalty on the discriminator (0 = none).
+  c.loss.adversarial_start_step = 0  # Reconstruction-only pre-training before the GAN phase.
+  c.loss.label_smoothing = 0.0  # One-sided: the discriminator's real target becomes 1 - this.
+  c.loss.instance_noise = 0.0  # Std of Gaussian noise on everything the discriminator sees, annealed to 0 ...
+  c.loss.instance_noise_steps = 0  # ... linearly over this many steps.
+  c.loss.feature_matching = 0.0  # Weight of matching the discriminator's features of real and restored images.
+  c.loss.mismatch_weight = 0.0  # Conditional discriminators: weight of mismatched (condition, target) pairs.
+  c.loss.perceptual = ml_collections.ConfigDict()  # Options of the "perceptual" term (VGG19 features).
   c.loss.perceptual.layers = ml_collections.ConfigDict({"conv5_4": 1.0})
   c.loss.perceptual.criterion = "mse"
   c.loss.perceptual.before_activation = True
   c.loss.perceptual.weights = ml_collections.FieldReference(None, field_type=str)
+  c.loss.ms_ssim = ml_collections.ConfigDict()  # Options of the "ms_ssim" term.
 
   # Periodic evaluation on whole images, every eval_every steps, with the code of restore_jax.evaluate.
   c.eval = ml_collections.ConfigDict()
   c.eval.data = ""  # A source ("folder:PATH", "tfds:NAME:SPLIT"); "" = the records held out of data.source.
   c.eval.holdout = 0  # Records of data.source kept out of training for evaluation (used when eval.data = "").
   c.eval.max_images = 16  # At most this many images per evaluation (0 = all).
-  c.eval.crop_border = -1  # -1 = the degradation's scale, the SR convention.
   c.eval.seed = 0  # Seeds each image's degradation, so every evaluation scores the same inputs.
   c.eval.use_ema = True  # Score the EMA generator (as evaluate.py and restore.py do by default).
   c.eval.best_metric = "psnr_y"  # Keep the best checkpoint by this mean metric in DIR/best ("" = don't).

@@ -1,7 +1,9 @@
 """Baselines a trained model must beat: restore functions that learn nothing.
 
-Each factory returns `restore_fn(degraded HWC float [0, 1]) -> HWC float [0, 1]`, the shape
-`restore_jax.evaluate.score` takes, so a baseline is scored by exactly the code that scores a model.
+Each factory returns `restore_fn(degraded HWC float [0, 1], mask) -> HWC float [0, 1]`, the shape
+`restore_jax.evaluate.score` takes, so a baseline is scored by exactly the code that scores a model. The mask of
+missing pixels (inpainting) is ignored: a baseline leaves the damage where it is. A gray input is repeated on
+the target's channels (colorization's baseline is the gray photo itself).
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from typing import Callable
 import numpy as np
 import scipy.ndimage
 
+from restore_jax import task as task_lib
 from restore_jax.degradations.resize import imresize
 
-RestoreFn = Callable[[np.ndarray], np.ndarray]
+RestoreFn = Callable[..., np.ndarray]
 
 
 def bicubic(scale: int) -> RestoreFn:
   """MATLAB-style bicubic upscaling by `scale`: the baseline behind the SR literature's bicubic numbers."""
   _check_scale(scale, "bicubic")
 
-  def restore(degraded: np.ndarray) -> np.ndarray:
+  def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    del mask
     _check_image(degraded)
     if scale == 1:
       return np.asarray(degraded, np.float32)
@@ -33,7 +37,8 @@ def identity(scale: int = 1) -> RestoreFn:
   """The degraded input itself, nearest-upscaled by `scale` so it lines up with the clean image."""
   _check_scale(scale, "identity")
 
-  def restore(degraded: np.ndarray) -> np.ndarray:
+  def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    del mask
     _check_image(degraded)
     image = np.asarray(degraded, np.float32)
     return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
@@ -49,7 +54,8 @@ def median(size: int = 3) -> RestoreFn:
   if size < 1:
     raise ValueError(f"median baseline needs a window size >= 1, got {size}.")
 
-  def restore(degraded: np.ndarray) -> np.ndarray:
+  def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    del mask
     _check_image(degraded)
     image = np.asarray(degraded, np.float32)
     return scipy.ndimage.median_filter(image, size=(size, size, 1), mode="reflect")
@@ -65,14 +71,15 @@ BASELINES: dict[str, Callable[[int], RestoreFn]] = {
 }
 
 
-def make_baseline(name: str, scale: int) -> RestoreFn:
-  """The baseline called `name` for a recipe of upscaling factor `scale`."""
+def make_baseline(name: str, task: task_lib.Task) -> RestoreFn:
+  """The baseline called `name` for a task (its scale, and its output channels for gray inputs)."""
   if name not in BASELINES:
     raise ValueError(f"Unknown baseline {name!r}; choose one of {', '.join(sorted(BASELINES))}.")
-  if name == "median" and scale != 1:
-    raise ValueError(f"The median baseline does not upscale, but this recipe's scale is {scale}; use it "
-                     "with a recipe whose degradation keeps the size (scale 1), or use --baseline bicubic.")
-  return BASELINES[name](scale)
+  if name == "median" and task.scale != 1:
+    raise ValueError(f"The median baseline does not upscale, but this recipe's task.scale is {task.scale}; use "
+                     "it with a recipe whose degradation keeps the size (scale 1), or use --baseline bicubic.")
+  restore = BASELINES[name](task.scale)
+  return lambda degraded, mask=None: task_lib.to_rgb(restore(degraded, mask), task.out_channels)
 
 
 def _check_scale(scale: int, name: str) -> None:

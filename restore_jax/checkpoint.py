@@ -36,10 +36,12 @@ QUARANTINE_SUFFIX = "_quarantine"
 # Config keys (flattened, dotted) whose change alters the saved state's shapes or structure, what a batch holds, or
 # the form of the saved data iterator (grain's multiprocess iterator keeps one state per worker): a checkpoint saved
 # under one value cannot be resumed under another. A name matches itself and every key below it.
-STATE_KEYS = ("generator", "discriminator", "batch_size", "data.hr_crop", "degradation", "optim.grad_clip_norm",
-              "data.num_workers")
+STATE_KEYS = ("task", "generator", "discriminator", "discriminator_conditional", "batch_size", "data.crop_size",
+              "degradation", "optim.grad_clip_norm", "data.num_workers")
+# Keys under STATE_KEYS that only matter when a run starts: where the generator's first weights come from.
+START_ONLY_KEYS = ("generator.init_from", "generator.init_from_ema")
 # Keys that leave the state loadable but change which batches or random numbers the run sees from here on.
-REPRODUCIBILITY_KEYS = ("seed", "data.source", "data.augment", "data.tfds_data_dir", "data.image_key",
+REPRODUCIBILITY_KEYS = ("seed", "optim.n_critic", "data.source", "data.augment", "data.tfds_data_dir", "data.image_key",
                         "eval.holdout", "eval.data")
 
 
@@ -340,18 +342,21 @@ def check_config_compatible(workdir: epath.PathLike, config: ml_collections.Conf
   if not path.exists():
     return
   try:
-    old = _flatten(json.loads(path.read_text()))
+    recorded = json.loads(path.read_text())
   except (ValueError, OSError) as e:
     logging.warning("Cannot read %s (%s): resuming without checking that the config still fits the checkpoints.",
                     path, e)
     return
+  check_state_layout(recorded, path)
+  old = _flatten(recorded)
   # Compared as train.py writes it: through JSON, so tuples are lists and odd values are strings.
   new = _flatten(json.loads(json.dumps(config.to_dict(), default=str)))
   changed = sorted(k for k in old.keys() | new.keys() if old.get(k, _ABSENT) != new.get(k, _ABSENT))
   if not changed:
     return
-  breaking = [k for k in changed if _under(k, STATE_KEYS) and k in old and k in new]
-  unrecorded = [k for k in changed if _under(k, STATE_KEYS) and k not in breaking]
+  shaping = [k for k in changed if _under(k, STATE_KEYS) and not _under(k, START_ONLY_KEYS)]
+  breaking = [k for k in shaping if k in old and k in new]
+  unrecorded = [k for k in shaping if k not in breaking]
   risky = [k for k in changed if _under(k, REPRODUCIBILITY_KEYS)]
   other = [k for k in changed if k not in breaking and k not in unrecorded and k not in risky]
   describe = lambda keys: "\n".join(f"  {k}: {_show(old, k)} -> {_show(new, k)}" for k in keys)
@@ -370,6 +375,19 @@ def check_config_compatible(workdir: epath.PathLike, config: ml_collections.Conf
                     "reproducible from its start:\n%s", describe(risky))
   if other:
     logging.info("Config changes since %s was written:\n%s", path, describe(other))
+
+
+def check_state_layout(recorded: Mapping[str, Any], path: epath.PathLike) -> None:
+  """Raises IncompatibleConfig for a workdir written before the state carried normalisation statistics.
+
+  restore_jax 0.1 trained super-resolution only; its config.json has no `task` section and its checkpoints lack
+  the `batch_stats` fields of today's GANState, so orbax cannot read them into it.
+  """
+  if "task" not in recorded:
+    raise IncompatibleConfig(
+        f"{path} was written by restore_jax 0.1 (it has no `task` section): its checkpoints hold the GAN state "
+        "without the batch-norm and spectral-norm statistics this version keeps, so they cannot be resumed, "
+        "evaluated or restored from. Train in a new --workdir, or use restore_jax 0.1 for that run.")
 
 
 _ABSENT = object()

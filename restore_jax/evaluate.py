@@ -3,11 +3,12 @@
   python -m restore_jax.evaluate --workdir DIR --data folder:PATH [--output report.json] [--no_ema] [--tensorboard]
   python -m restore_jax.evaluate --baseline bicubic --config configs/sr_wgangp.py --data folder:PATH
 
-Each clean image is cropped to a multiple of the recipe's scale, degraded with the recipe's own degradation at a
+Each clean image is cropped to a multiple of the task's scale, degraded with the recipe's own degradation at a
 fixed per-image seed, restored whole (not in crops), and compared with the clean image by `restore_jax.metrics`:
-PSNR and SSIM on RGB and on BT.601 Y, 8-bit rounded, `crop_border` pixels (the scale, by default) removed from
-every side (DESIGN.md section 4). The same library functions (`load_pairs`, `score`) run the periodic evaluation
-inside training, so the numbers a run logs are the numbers this command prints.
+PSNR and SSIM on RGB and on BT.601 Y, 8-bit rounded, `task.crop_border` pixels (the scale for super-resolution,
+0 for restorations that keep the size) removed from every side, the conventions of the super-resolution
+literature. The same library functions (`load_pairs`, `score`) run the periodic evaluation inside training, so the
+numbers a run logs are the numbers this command prints.
 
 The report is a dict, written as JSON by --output:
   {"mean": {"psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", ...}, "images": [{"name", "psnr_rgb", ...}, ...],
@@ -31,7 +32,8 @@ from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 
-from restore_jax import baselines, metrics
+from restore_jax import baselines, metrics, plugins, tiling
+from restore_jax import task as task_lib
 from restore_jax.data import decode, sources
 from restore_jax.degradations import make_degradation
 
@@ -40,9 +42,10 @@ METRICS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y")
 # Reported as well when asked (ms_ssim=True; compiling it per image size costs seconds) and where the cropped image
 # is large enough for MS-SSIM's five scales.
 MS_SSIM_METRICS = ("ms_ssim_rgb", "ms_ssim_y")
-_SSIM_WINDOW = 11  # DESIGN.md section 4: SSIM uses an 11x11 Gaussian window.
+_SSIM_WINDOW = metrics.SSIM_WINDOW
 
-RestoreFn = Callable[[np.ndarray], np.ndarray]
+# (degraded input HWC, mask HW1 or None) -> restored HWC of the clean image's shape, floats in [0, 1].
+RestoreFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Pair:
   name: str
   degraded: np.ndarray
   clean: np.ndarray
+  mask: np.ndarray | None = None  # (h, w, 1), 1 where pixels are missing, for tasks that have one.
 
 
 class Pairs(list):
@@ -69,17 +73,6 @@ class Pairs(list):
 
 
 # ---------------------------------------------------------------------------------------------- Library
-
-
-def scale_of(config: ml_collections.ConfigDict) -> int:
-  """The recipe's upscaling factor: the degradation's scale (1 for restorations that keep the size)."""
-  return int(config.degradation.get("scale", 1))
-
-
-def default_crop_border(config: ml_collections.ConfigDict) -> int:
-  """config.eval.crop_border, or the scale when that is -1 (or absent): the SR convention."""
-  crop_border = config.get("eval", {}).get("crop_border", -1)
-  return scale_of(config) if crop_border is None or crop_border < 0 else int(crop_border)
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -108,7 +101,7 @@ def load_pairs(
 
   Args:
     source: a source spec ("folder:PATH", "tfds:NAME:SPLIT", "samples") or an `ImageSource`.
-    config: the recipe; its `degradation` makes the inputs and sets the scale, and `data` says how to open
+    config: the recipe; its `degradation` makes the inputs, `task` sets the scale, and `data` says how to open
       TFDS sources and which images are too large to decode.
     seed: image i is degraded with `np.random.default_rng([seed, i])`, i its index in the source, so every
       evaluation of the same source scores the same inputs whatever was skipped.
@@ -123,7 +116,7 @@ def load_pairs(
   if isinstance(source, str):
     source = sources.make_source(
         source, tfds_data_dir=data_config.get("tfds_data_dir"), image_key=data_config.get("image_key"))
-  scale = scale_of(config)
+  scale = task_lib.from_config(config).scale
   degrade = make_degradation(config.degradation)
   max_pixels = data_config.get("max_image_pixels")
   names = display_names(source)
@@ -143,8 +136,10 @@ def load_pairs(
       logging.warning("Evaluation skips %s: smaller than the scale %d.", source.name(index), scale)
       pairs.skipped_names.append(names[index])
       continue
-    degraded = degrade(clean, np.random.default_rng([seed, index]))
-    pairs.append(Pair(names[index], quantize_8bit(degraded), np.ascontiguousarray(clean, np.float32)))
+    example = degrade(clean, np.random.default_rng([seed, index]))
+    mask = example.get("mask")
+    pairs.append(Pair(names[index], quantize_8bit(example["input"]), np.ascontiguousarray(clean, np.float32),
+                      None if mask is None else np.asarray(mask, np.float32)))
   if pairs.skipped:
     logging.warning("Evaluation skipped %d of %d records that could not be used.", pairs.skipped,
                     len(pairs) + pairs.skipped)
@@ -189,7 +184,7 @@ def score(
   """Restores every pair's degraded image with `restore_fn` and scores it against the clean one.
 
   Args:
-    restore_fn: degraded HWC float in [0, 1] -> restored HWC float of the clean image's shape.
+    restore_fn: (degraded HWC float in [0, 1], mask or None) -> restored HWC float of the clean image's shape.
     pairs: from `load_pairs`.
     crop_border: pixels removed from every side before the metrics (the scale for SR).
     ms_ssim: also report MS-SSIM (RGB and Y) for images of at least 161 pixels a side after cropping.
@@ -211,7 +206,7 @@ def score(
       skipped.append(pair.name)
       continue
     start = time.perf_counter()
-    restored = np.asarray(restore_fn(pair.degraded), np.float32)
+    restored = np.asarray(restore_fn(pair.degraded, pair.mask), np.float32)
     seconds = time.perf_counter() - start
     if restored.shape != pair.clean.shape:
       raise ValueError(
@@ -228,15 +223,19 @@ def score(
           "crop_border": int(crop_border)}
 
 
-def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any) -> RestoreFn:
-  """Wraps a batched generator, apply_fn(params, NHWC) -> NHWC, as a restore_fn on single whole images.
+def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
+                     tile: int = 0, tile_overlap: int = 32) -> RestoreFn:
+  """Wraps a batched generator, apply_fn(variables, NHWC) -> NHWC, as a restore_fn on single images.
 
-  Each new image size compiles once; values are clipped to [0, 1] as every boundary requires.
+  The generator sees the degraded image with the mask beside it where the task has one, whole (tile = 0: each
+  new image size compiles once) or in overlapping tiles of `tile` input pixels (restore_jax.tiling: one
+  compilation, memory bounded by the tile). Values are clipped to [0, 1] as every boundary requires.
   """
+  batched = lambda x: jax.device_get(apply_fn(variables, x))
 
-  def restore(degraded: np.ndarray) -> np.ndarray:
-    restored = jax.device_get(apply_fn(params, np.asarray(degraded, np.float32)[None]))
-    return np.clip(np.asarray(restored, np.float32)[0], 0.0, 1.0)
+  def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    x = task_lib.generator_input(np.asarray(degraded, np.float32), mask, task)
+    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile, overlap=tile_overlap)
 
   return restore
 
@@ -301,7 +300,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("tensorboard", False, "With --workdir: also write the means as eval/<metric> scalars to the "
                     "run's TensorBoard, at the checkpoint's step.")
   flags.DEFINE_integer("crop_border", None, "Pixels removed from every side before scoring (default: the recipe's "
-                       "eval.crop_border, i.e. the scale).")
+                       "task.crop_border: the scale for super-resolution, 0 otherwise).")
   flags.DEFINE_integer("seed", None, "Seeds each image's degradation (default: the recipe's eval.seed).")
   flags.DEFINE_bool("ms_ssim", False, "Also report MS-SSIM (compiling it for each image size takes seconds).")
   flags.DEFINE_integer("max_images", 0, "Score at most this many images (0 = every image).")
@@ -313,15 +312,11 @@ def define_flags() -> None:
 def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int = 0, tile_overlap: int = 32
                    ) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
   """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored)."""
-  from restore_jax import inference, tiling  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
+  from restore_jax import inference  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
 
   loaded = inference.load_generator(workdir, use_ema=use_ema, step=step)
-  apply_fn = inference.make_apply(loaded.module)
-  if tile > 0:
-    restore_fn = lambda degraded: tiling.restore_tiled(
-        lambda x: apply_fn(loaded.params, x), degraded, scale=loaded.scale, tile=tile, overlap=tile_overlap)
-  else:
-    restore_fn = model_restore_fn(apply_fn, loaded.params)
+  restore_fn = model_restore_fn(inference.make_apply(loaded.module), loaded.variables, loaded.task, tile=tile,
+                                tile_overlap=tile_overlap)
   return loaded.config, restore_fn, {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
 
 
@@ -368,16 +363,18 @@ def run(f: Any) -> dict[str, Any]:
     if f.tensorboard:
       raise ValueError("--tensorboard writes to a run's TensorBoard: it needs --workdir.")
     config = f.config
-    restore_fn = baselines.make_baseline(f.baseline, scale_of(config))
+    plugins.import_for(config)
+    restore_fn = baselines.make_baseline(f.baseline, task_lib.from_config(config))
     what, step = {"baseline": f.baseline}, None
 
   source = f.data or default_eval_source(config)
   seed = f.seed if f.seed is not None else int(config.get("eval", {}).get("seed", 0))
-  crop_border = f.crop_border if f.crop_border is not None else default_crop_border(config)
+  task = task_lib.from_config(config)
+  crop_border = f.crop_border if f.crop_border is not None else task.crop_border
   pairs = load_pairs(source, config, seed=seed, max_images=f.max_images)
   report = score(restore_fn, pairs, crop_border=crop_border, ms_ssim=f.ms_ssim, progress=True)
   data = f.data or config.get("eval", {}).get("data") or f"{config.data.source} (records held out of training)"
-  report.update(what, data=data, seed=seed, scale=scale_of(config))
+  report.update(what, data=data, seed=seed, scale=task.scale)
   if f.tensorboard:
     write_tensorboard(f.workdir, step, report["mean"])
   return report

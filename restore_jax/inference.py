@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from restore_jax import checkpoint, models
-from restore_jax.state import create_gan_state, input_shapes
+from restore_jax import checkpoint, models, plugins
+from restore_jax import task as task_lib
+from restore_jax.state import create_gan_state
 
 
 class NoCheckpoint(ValueError):
@@ -28,9 +29,14 @@ class NoCheckpoint(ValueError):
 class LoadedGenerator:
   config: ml_collections.ConfigDict  # The training config, from DIR/config.json.
   module: nn.Module  # The generator network, built from config.generator.
-  params: Any  # Its parameters: the EMA ones unless asked otherwise.
+  variables: Any  # {"params", "batch_stats"}: the EMA ones unless asked otherwise.
   step: int  # The training step the checkpoint was saved at.
-  scale: int  # Output size / input size (4 for x4 super-resolution, 1 for same-size restoration).
+  task: task_lib.Task  # The task's geometry: scale, channels, mask, border crop.
+
+  @property
+  def scale(self) -> int:
+    """Output size / input size (4 for x4 super-resolution, 1 for same-size restoration)."""
+    return self.task.scale
 
 
 def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
@@ -39,7 +45,12 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
   if not path.exists():
     raise NoCheckpoint(f"{path} does not exist: {epath.Path(workdir)} is not a training workdir. Give the "
                        f"--workdir of a run of `python -m restore_jax.main`, which writes config.json there.")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  recorded = json.loads(path.read_text())
+  try:
+    checkpoint.check_state_layout(recorded, path)
+  except checkpoint.IncompatibleConfig as e:
+    raise NoCheckpoint(str(e)) from e
+  return ml_collections.ConfigDict(recorded)
 
 
 def load_generator(workdir: epath.PathLike, *, use_ema: bool = True, step: int | str | None = None
@@ -55,6 +66,7 @@ def load_generator(workdir: epath.PathLike, *, use_ema: bool = True, step: int |
     raise ValueError(f"step must be a step number, 'best' or None (the newest), not {step!r}.")
   workdir = checkpoint.absolute(workdir)  # Orbax refuses relative paths; users type them.
   config = load_config(workdir)
+  plugins.import_for(config)
   generator = models.make_generator(config.generator)
   discriminator = models.make_discriminator(config.discriminator)
   abstract = _abstract_state(config, generator, discriminator)
@@ -72,23 +84,31 @@ def load_generator(workdir: epath.PathLike, *, use_ema: bool = True, step: int |
     raise NoCheckpoint(f"{workdir} has no usable checkpoint: {e}") from e
   finally:
     manager.close()
-  params = state.ema_params if use_ema else state.generator.params
-  lr_shape, _ = input_shapes(config)
-  out = jax.eval_shape(lambda p, x: generator.apply({"params": p}, x), params,
-                       jax.ShapeDtypeStruct(lr_shape, jnp.float32))
-  return LoadedGenerator(config=config, module=generator, params=params, step=int(saved_step),
-                         scale=out.shape[1] // lr_shape[1])
+  variables = state.ema_variables if use_ema else state.generator.variables
+  return LoadedGenerator(config=config, module=generator, variables=variables, step=int(saved_step),
+                         task=task_lib.from_config(config))
 
 
 def make_apply(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
-  """A jitted `(params, images) -> restored`: NHWC float32 in [0, 1] in and out (the output clipped to it).
+  """A jitted `(variables, images) -> restored`: NHWC float32 in [0, 1] in and out (the output clipped to it).
 
-  Compiles once per input shape; tile large images to a fixed size to reuse one compilation.
+  The generator runs in inference mode (batch norm with its running statistics, no dropout). Networks that need
+  sides divisible by some number (a U-Net halves its input once per level) declare it as `size_multiple`; inputs
+  are reflect-padded up to it and the output cropped back, so any image size works. Compiles once per input
+  shape; tile large images to a fixed size to reuse one compilation.
   """
+  multiple = int(getattr(module, "size_multiple", 1))
 
   @jax.jit
-  def apply(params: Any, images: jax.Array) -> jax.Array:
-    return jnp.clip(module.apply({"params": params}, images), 0.0, 1.0)
+  def apply(variables: Any, images: jax.Array) -> jax.Array:
+    height, width = images.shape[1:3]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h or pad_w:
+      mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "edge"
+      images = jnp.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+    restored = module.apply(variables, images, train=False).astype(jnp.float32)
+    scale_h, scale_w = restored.shape[1] // images.shape[1], restored.shape[2] // images.shape[2]
+    return jnp.clip(restored[:, :height * scale_h, :width * scale_w], 0.0, 1.0)
 
   return apply
 

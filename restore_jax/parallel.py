@@ -50,8 +50,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharded(mesh: Mesh, leading_axes: int = 0) -> NamedSharding:
+  """Split along the batch axis, which comes after `leading_axes` unsplit ones (e.g. the critic iterations)."""
+  return NamedSharding(mesh, P(*([None] * leading_axes), DATA_AXIS))
 
 
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:
@@ -63,7 +64,7 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> None:
     )
 
 
-def to_global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def to_global_batch(local: Mapping[str, np.ndarray], mesh: Mesh, leading_axes: int = 0) -> dict[str, jax.Array]:
   """Turns this process's slice of the global batch into arrays sharded over the whole mesh."""
-  sharding = batch_sharded(mesh)
+  sharding = batch_sharded(mesh, leading_axes)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}

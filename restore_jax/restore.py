@@ -1,15 +1,21 @@
 """Restore images with a trained generator: one file or a whole folder, any size, format and mode.
 
   python -m restore_jax.restore --workdir DIR --input FILE_OR_DIR --output FILE_OR_DIR \
-      [--tile 512 --tile-overlap 32] [--self-ensemble] [--no-ema] [--step N|best] [--batch N]
+      [--mask FILE_OR_DIR] [--tile 512 --tile-overlap 32] [--self-ensemble] [--no-ema] [--step N|best] [--batch N]
 
 Large images are restored in tiles blended without seams (restore_jax.tiling), so memory depends on the tile
 size, not the image's; every file is written back in its own format and mode (restore_jax.image_io). A folder is
 restored into a folder that mirrors its sub-folders. Files that cannot be read are skipped with a warning and
 counted. Flags take dashes or underscores (--tile-overlap or --tile_overlap).
+
+What the generator is given follows the run's task: a model trained on gray inputs (colorization) gets the
+photo's BT.601 luma and its output is written in colour; a model that fills missing pixels (inpainting) gets a
+mask beside the photo: from --mask (a file, or a folder mirroring --input; white = missing), or else the photo's
+pure-white and transparent pixels.
 """
 
 import argparse
+import dataclasses
 import functools
 import importlib.util
 import pathlib
@@ -21,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from restore_jax import image_io, inference, tiling
+from restore_jax import task as task_lib
 from restore_jax.data.sources import IMAGE_EXTENSIONS
 
 DEFAULT_TILE = 512  # Input pixels: a 512x512 RRDB tile at x4 fits comfortably in a GPU's memory.
@@ -37,6 +44,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--output", required=True,
                       help="For a file: the output file, or an existing folder to write it into. For a folder: the "
                            "output folder (created; sub-folders mirrored). Never the input.")
+  parser.add_argument("--mask", default=None,
+                      help="For models that fill missing pixels: a mask image (white = missing), or a folder of "
+                           "masks mirroring --input. Default: the photo's pure-white and transparent pixels.")
   parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
                       help="Tile side in input pixels; 0 restores each image whole (default %(default)s).")
   parser.add_argument("--tile-overlap", "--tile_overlap", dest="tile_overlap", type=int, default=DEFAULT_OVERLAP,
@@ -101,33 +111,93 @@ def make_restore_fn(apply_fn: tiling.ApplyFn, *, scale: int, tile: int, overlap:
   return restore_image
 
 
+def missing_pixels(image: np.ndarray, info: image_io.ImageInfo) -> np.ndarray:
+  """(H, W, 1) float mask of the pixels a photo marks as missing: pure white, or (mostly) transparent."""
+  missing = np.all(image >= 254.5 / 255.0, axis=-1)
+  if info.alpha is not None:
+    missing |= info.alpha < 0.5
+  return missing[..., None].astype(np.float32)
+
+
+def read_mask(path: pathlib.Path, shape: tuple[int, int]) -> np.ndarray:
+  """A mask file (white or any bright value = missing) as (H, W, 1) float, checked against the photo's size."""
+  mask, _ = image_io.read_image(path)
+  if mask.shape[:2] != shape:
+    raise image_io.ImageReadError(f"The mask {path} is {mask.shape[1]}x{mask.shape[0]}, but the photo is "
+                                  f"{shape[1]}x{shape[0]}.")
+  return (mask.mean(axis=-1, keepdims=True) >= 0.5).astype(np.float32)
+
+
+def photo_input(image: np.ndarray, info: image_io.ImageInfo, task: task_lib.Task, mask_path: pathlib.Path | None
+                ) -> tuple[np.ndarray, image_io.ImageInfo]:
+  """(what the generator takes for this photo, how to write its output): the task decides both.
+
+  A gray-input task (colorization) sees the photo's luma and writes colour; a task with a mask sees it beside
+  the photo, and the pixels it fills are written opaque.
+  """
+  x = image
+  if task.in_channels == 1:
+    x = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]  # BT.601 luma.
+    info = dataclasses.replace(info, gray=False)
+  if task.use_mask:
+    mask = read_mask(mask_path, image.shape[:2]) if mask_path is not None else missing_pixels(image, info)
+    x = task_lib.generator_input(x, mask, task)
+    info = dataclasses.replace(info, alpha=None)
+  return x, info
+
+
 def restore_files(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
-                  restore_image: Callable[[np.ndarray, np.dtype], np.ndarray]) -> list[tuple[pathlib.Path, str]]:
+                  restore_image: Callable[[np.ndarray, np.dtype], np.ndarray], task: task_lib.Task,
+                  masks: dict[pathlib.Path, pathlib.Path] | None = None) -> list[tuple[pathlib.Path, str]]:
   """Restores every (source, destination) pair; returns the (source, reason) of those that could not be read."""
   skipped = []
   for source, destination in _progress(pairs):
     try:
       image, info = image_io.read_image(source)
+      x, info = photo_input(image, info, task, (masks or {}).get(source))
     except image_io.ImageReadError as e:
       logging.warning("Skipping %s: %s", source, e)
       skipped.append((source, str(e)))
       continue
     start = time.perf_counter()
-    restored = restore_image(image, _OUT_DTYPES[info.bits])
+    restored = restore_image(x, _OUT_DTYPES[info.bits])
     destination.parent.mkdir(parents=True, exist_ok=True)
     image_io.write_image(destination, restored, info)
     if len(pairs) == 1 or not _has_tqdm():
       h, w = image.shape[:2]
       print(f"{source} ({w}x{h}, {info.mode}) -> {destination} ({restored.shape[1]}x{restored.shape[0]}) "
             f"in {time.perf_counter() - start:.1f} s", flush=True)
-    del image, restored  # Before the next read: one image's arrays at a time.
+    del image, x, restored  # Before the next read: one image's arrays at a time.
   return skipped
+
+
+def mask_paths(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]], input_path: pathlib.Path, mask: str | None
+               ) -> dict[pathlib.Path, pathlib.Path] | None:
+  """--mask as {photo: its mask file}: one file for one photo, or a folder mirroring the input folder."""
+  if mask is None:
+    return None
+  mask_path = pathlib.Path(mask)
+  if not mask_path.exists():
+    raise ValueError(f"--mask {mask_path} does not exist.")
+  if mask_path.is_file():
+    if len(pairs) != 1:
+      raise ValueError("--mask is a file, but --input holds several images; give a folder of masks mirroring it.")
+    return {pairs[0][0]: mask_path}
+  found = {}
+  for source, _ in pairs:
+    relative = source.relative_to(input_path) if input_path.is_dir() else pathlib.Path(source.name)
+    candidates = sorted(mask_path.glob(str(relative.with_suffix(".*"))))
+    if not candidates:
+      raise ValueError(f"No mask for {source} in {mask_path} (looked for {relative.with_suffix('.*')}).")
+    found[source] = candidates[0]
+  return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   try:
     pairs = plan(pathlib.Path(args.input), pathlib.Path(args.output))
+    masks = mask_paths(pairs, pathlib.Path(args.input), args.mask)
     generator = inference.load_generator(args.workdir, use_ema=not args.no_ema, step=args.step)
   except ValueError as e:  # Includes inference.NoCheckpoint.
     print(f"error: {e}", file=sys.stderr)
@@ -136,10 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(f"Restoring {len(pairs)} image(s) with the {weights} generator of step {generator.step} from "
         f"{args.workdir} (x{generator.scale}, tile {args.tile or 'off'}, overlap {args.tile_overlap}"
         f"{', self-ensemble x8' if args.self_ensemble else ''}).", flush=True)
-  apply_fn = functools.partial(inference.make_apply(generator.module), generator.params)
+  apply_fn = functools.partial(inference.make_apply(generator.module), generator.variables)
   restore_image = make_restore_fn(apply_fn, scale=generator.scale, tile=args.tile, overlap=args.tile_overlap,
                             batch=args.batch, self_ensemble=args.self_ensemble)
-  skipped = restore_files(pairs, restore_image)
+  skipped = restore_files(pairs, restore_image, generator.task, masks)
   print(f"Restored {len(pairs) - len(skipped)} of {len(pairs)} image(s) into {args.output}.", flush=True)
   if skipped:
     print(f"Skipped {len(skipped)} unreadable file(s):", file=sys.stderr)

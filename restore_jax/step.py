@@ -1,11 +1,17 @@
 """The GAN training step: n_critic discriminator updates, then one generator update, as one pure function.
 
-`make_train_step` closes over the networks and the loss configuration and returns `train_step(state, batch)`;
-train.py compiles it once with explicit shardings and donation. Every loss term is reported on its own.
-A step whose losses or gradients are not finite is computed but not applied (see `keep_if`), and counted.
+`make_train_step` closes over the networks and the loss configuration and returns
+`train_step(state, batches, frozen) -> (state, metrics)`; train.py compiles it once with explicit shardings and
+donation. `batches` holds `optim.n_critic` batches stacked on a leading axis: discriminator update k trains on
+batch k (fresh data for every critic iteration, as in WGAN-GP's Algorithm 1), and the generator update uses the
+last one. Nothing here knows the task: shapes and channels come from the batch, the rest from `config.task`.
+
+Every loss term is reported on its own (`g_<term>`, `d_*`). A step whose losses or gradients are not finite is
+computed but not applied (see `keep_if`), and counted.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +21,12 @@ from flax import linen as nn
 
 from restore_jax import losses
 from restore_jax import metrics as metrics_lib
-from restore_jax.state import GANState, learning_rate_fn
+from restore_jax import task as task_lib
+from restore_jax.state import GANState, ModelState, learning_rate_fn
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-Frozen = dict[str, object]  # Parameters of fixed networks (VGG19), keyed by network name.
+Frozen = dict[str, Any]  # Parameters of fixed networks (VGG19), keyed by network name.
 
 
 def ema_update(ema, new, decay: float):
@@ -44,121 +51,204 @@ def keep_if(ok: jax.Array, new, old):
   return jax.lax.cond(ok, lambda n, o: n, lambda n, o: o, new, old)
 
 
+def instance_noise_std(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  """Std of the instance noise at `step`: loss.instance_noise, falling linearly to 0 over instance_noise_steps."""
+  lc = config.loss
+  start, steps = float(lc.get("instance_noise", 0.0)), int(lc.get("instance_noise_steps", 0))
+  if steps <= 0:
+    return jnp.asarray(start, jnp.float32)
+  return start * jnp.clip(1.0 - step.astype(jnp.float32) / steps, 0.0, 1.0)
+
+
 def make_train_step(
     config: ml_collections.ConfigDict,
     generator: nn.Module,
     discriminator: nn.Module,
-    feature_extractor: nn.Module | None = None,
 ) -> Callable[[GANState, Batch, Frozen], tuple[GANState, Metrics]]:
-  """Builds `train_step(state, batch, frozen) -> (state, metrics)` for `config`.
+  """Builds `train_step(state, batches, frozen) -> (state, metrics)` for `config`.
 
-  `feature_extractor` (VGG19Features) is needed when the perceptual weight is > 0; its weights arrive in
-  `frozen["vgg19"]` as a step argument rather than a closure, so 80 MB of weights are not baked into the program.
+  `frozen` holds the parameters of the fixed networks the loss terms need (see `losses.load_frozen`); they are a
+  step argument rather than a closure, so 80 MB of VGG19 weights are not baked into the program.
   """
   lc = config.loss
-  pixel_loss = losses.pixel_loss(lc.pixel)
-  critic_loss_fn, generator_adv_loss_fn = losses.gan_losses(lc.adversarial)
-  use_perceptual = lc.perceptual.weight > 0
-  if use_perceptual and feature_extractor is None:
-    raise ValueError("loss.perceptual.weight > 0 needs a VGG19 feature extractor; none was given.")
-  layer_weights = dict(lc.perceptual.layers) if use_perceptual else {}
+  task = task_lib.from_config(config)
+  terms = losses.make_terms(lc)
+  objective = losses.make_objective(lc.adversarial, label_smoothing=float(lc.get("label_smoothing", 0.0)))
+  gp_weight = float(lc.gp_weight)
+  if lc.adversarial == "wgan_gp" and gp_weight <= 0:
+    raise ValueError("loss.adversarial='wgan_gp' needs loss.gp_weight > 0 (10 in Gulrajani et al. 2017).")
+  conditional = bool(config.get("discriminator_conditional", False))
+  mismatch_weight = float(lc.get("mismatch_weight", 0.0))
+  if mismatch_weight and not conditional:
+    raise ValueError("loss.mismatch_weight needs a conditional discriminator (discriminator_conditional=True): "
+                     "mismatched pairs are a condition with another example's image.")
+  feature_matching = float(lc.get("feature_matching", 0.0))
+  use_noise = float(lc.get("instance_noise", 0.0)) > 0
   n_critic = int(config.optim.n_critic)
-  g_lr = learning_rate_fn(config.optim.g_learning_rate, config.optim.warmup_steps)
-  d_lr = learning_rate_fn(config.optim.d_learning_rate, config.optim.warmup_steps)
+  if n_critic < 1:
+    raise ValueError(f"optim.n_critic must be >= 1, got {n_critic}.")
+  g_lr = learning_rate_fn(config, "g")
+  d_lr = learning_rate_fn(config, "d")
 
-  def critic_update(d_state, fake, real, key):
+  def g_forward(g_params, g_stats, x, dropout_key):
+    """The generator in training mode: (output, updated batch statistics)."""
+    out, updates = generator.apply({"params": g_params, "batch_stats": g_stats}, x, train=True,
+                                   rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    return out.astype(jnp.float32), updates.get("batch_stats", g_stats)
+
+  def d_forward(d_params, d_stats, condition, images, noise_key, noise_std, *, features=False):
+    """Discriminator logits of `images` (beside `condition`), in training mode: (logits, new stats, features)."""
+    if conditional:
+      images = jnp.concatenate([condition, images], axis=-1)
+    if use_noise:
+      images = images + noise_std * jax.random.normal(noise_key, images.shape, images.dtype)
+    collections = ["batch_stats", "intermediates"] if features else ["batch_stats"]
+    logits, updates = discriminator.apply({"params": d_params, "batch_stats": d_stats}, images, train=True,
+                                          mutable=collections)
+    sown = jax.tree.leaves(updates.get("intermediates", {}))
+    return logits.astype(jnp.float32), updates.get("batch_stats", d_stats), sown
+
+  def condition_of(batch: Batch, x: jax.Array, target: jax.Array) -> jax.Array | None:
+    """The discriminator's condition: the generator's input brought to the target's size."""
+    if not conditional:
+      return None
+    method = "bicubic" if task.scale > 1 else "nearest"
+    return task_lib.upsample_to(x, target.shape[1], target.shape[2], method)
+
+  def critic_update(d_state: ModelState, batch: Batch, x, fake, key, noise_std):
+    real = batch["target"]
+    condition = condition_of(batch, x, real)
+    real_key, fake_key, mismatch_key, gp_key = jax.random.split(key, 4)
+
     def loss_fn(d_params):
-      critic = lambda x: discriminator.apply({"params": d_params}, x)
-      real_scores, fake_scores = critic(real), critic(fake)
-      adversarial = critic_loss_fn(real_scores, fake_scores)
+      stats = d_state.batch_stats
+      real_logits, stats, _ = d_forward(d_params, stats, condition, real, real_key, noise_std)
+      fake_logits, stats, _ = d_forward(d_params, stats, condition, fake, fake_key, noise_std)
+      adversarial = objective.d_loss(real_logits, fake_logits)
       total = adversarial
       aux = {
           "d_adversarial": adversarial,
-          "wasserstein": losses.wasserstein_estimate(real_scores, fake_scores),
-          "d_real_score": jnp.mean(real_scores),
-          "d_fake_score": jnp.mean(fake_scores),
+          "wasserstein": losses.wasserstein_estimate(real_logits, fake_logits),
+          "d_real_score": jnp.mean(real_logits),
+          "d_fake_score": jnp.mean(fake_logits),
       }
-      if lc.gp_weight > 0:
-        penalty, gp_aux = losses.gradient_penalty(critic, real, fake, key)
-        total = total + lc.gp_weight * penalty
+      if mismatch_weight:
+        # Each condition beside another example's clean image: real pictures, wrong pairing, so "fake"
+        # (the write-up "Image Restoration Using Generative Adversarial Networks" trains with such mixed pairs).
+        mismatched = jnp.roll(real, 1, axis=0)
+        mismatch_logits, stats, _ = d_forward(d_params, stats, condition, mismatched, mismatch_key, noise_std)
+        mismatch = objective.d_loss(real_logits, mismatch_logits)
+        total = total + mismatch_weight * mismatch
+        aux["d_mismatch"] = mismatch
+      if gp_weight > 0:
+        critic = lambda images: d_forward(d_params, stats, condition, images, real_key, noise_std)[0]
+        penalty, gp_aux = losses.gradient_penalty(critic, real, fake, gp_key)
+        total = total + gp_weight * penalty
         aux.update(gradient_penalty=penalty, **gp_aux)
       aux["d_loss"] = total
-      return total, aux
+      return total, (aux, stats)
 
-    grads, aux = jax.grad(loss_fn, has_aux=True)(d_state.params)
+    grads, (aux, stats) = jax.grad(loss_fn, has_aux=True)(d_state.params)
     aux["d_grad_norm"] = optax.tree.norm(grads)
-    return d_state.apply_gradients(grads=grads), aux
+    return d_state.apply_gradients(grads=grads).replace(batch_stats=stats), aux
 
-  def train_step(state: GANState, batch: Batch, frozen: Frozen) -> tuple[GANState, Metrics]:
-    degraded, clean = batch["lr"], batch["hr"]
-    rng, gp_rng = jax.random.split(state.rng)
+  def train_step(state: GANState, batches: Batch, frozen: Frozen) -> tuple[GANState, Metrics]:
+    rng, critic_rng, g_rng, noise_rng = jax.random.split(state.rng, 4)
+    noise_std = instance_noise_std(config, state.step)
+    generator_input = lambda b: task_lib.generator_input(b["input"], b.get("mask"), task)
+    batch_at = lambda k: jax.tree.map(lambda leaf: leaf[k], batches)
+    g_params, g_stats = state.generator.params, state.generator.batch_stats
+    dropout_keys = jax.random.split(g_rng, n_critic)
 
-    # Discriminator: n_critic updates against the current generator's (fixed) outputs.
-    fake = jax.lax.stop_gradient(generator.apply({"params": state.generator.params}, degraded))
+    # The generator's forward pass on the batch its update uses, once: its output is both the last critic
+    # update's fake and what the generator's loss is taken of; the pullback gives the generator's gradient later.
+    last = batch_at(n_critic - 1)
+    x_last = generator_input(last)
+    restored, g_pullback, g_stats_new = jax.vjp(
+        lambda p: g_forward(p, g_stats, x_last, dropout_keys[-1]), g_params, has_aux=True)
 
-    # A Python loop, not lax.scan: n_critic is small, and XLA:CPU ran the scanned convolutions 3x slower.
+    # Discriminator: n_critic updates against the current generator's (fixed) outputs, each on its own batch.
     d_state = state.discriminator
     checked = []  # Every update's total loss and gradient norm: the step is applied only if all are finite.
-    for key in jax.random.split(gp_rng, n_critic):
-      d_state, d_metrics = critic_update(d_state, fake, clean, key)  # The last update's metrics are reported.
-      checked += [d_metrics["d_loss"], d_metrics["d_grad_norm"]]
+    for k, key in enumerate(jax.random.split(critic_rng, n_critic)):
+      batch = batch_at(k)
+      x = generator_input(batch)
+      fake = restored if k == n_critic - 1 else g_forward(g_params, g_stats, x, dropout_keys[k])[0]
+      d_state, d_metrics = critic_update(d_state, batch, x, jax.lax.stop_gradient(fake), key, noise_std)
+      checked += [d_metrics["d_loss"], d_metrics["d_grad_norm"]]  # The last update's metrics are reported.
 
-    # Generator: one update against the updated critic.
+    # Generator: one update against the updated discriminator, through the pullback of the forward pass above.
     adversarial_on = state.step >= lc.adversarial_start_step
+    target = last["target"]
+    condition = condition_of(last, x_last, target)
+    real_key, fake_key = jax.random.split(noise_rng)
 
-    def g_loss_fn(g_params):
-      restored = generator.apply({"params": g_params}, degraded)
-      pixel = pixel_loss(restored, clean)
-      scores = discriminator.apply({"params": d_state.params}, restored)
-      adversarial = generator_adv_loss_fn(scores)
+    def g_loss_fn(output):
+      total = 0.0
+      aux = {}
+      for name, (weight, term) in terms.items():
+        value = term.fn(output, target, frozen)
+        aux[f"g_{name}"] = value
+        total = total + weight * value
+      fake_logits, _, fake_features = d_forward(d_state.params, d_state.batch_stats, condition, output, fake_key,
+                                                noise_std, features=feature_matching > 0)
+      real_logits = real_features = None
+      if objective.uses_real_for_generator or feature_matching > 0:
+        real_logits, _, real_features = d_forward(d_state.params, d_state.batch_stats, condition, target, real_key,
+                                                  noise_std, features=feature_matching > 0)
+        real_logits = jax.lax.stop_gradient(real_logits)
+      adversarial = objective.g_loss(real_logits, fake_logits)
       adv_weight = jnp.where(adversarial_on, lc.adversarial_weight, 0.0)
-      total = lc.pixel_weight * pixel + adv_weight * adversarial
-      aux = {"g_pixel": pixel, "g_adversarial": adversarial}
-      if use_perceptual:
-        features_fn = lambda x: feature_extractor.apply({"params": frozen["vgg19"]}, x)
-        perceptual = losses.perceptual_loss(
-            features_fn, restored, clean, layer_weights=layer_weights, criterion=lc.perceptual.criterion
-        )
-        total = total + lc.perceptual.weight * perceptual
-        aux["g_perceptual"] = perceptual
+      total = total + adv_weight * adversarial
+      aux["g_adversarial"] = adversarial
+      if feature_matching > 0:
+        matching = sum(jnp.mean(jnp.abs(f - jax.lax.stop_gradient(r))) for f, r in zip(fake_features, real_features))
+        matching = matching / max(len(fake_features), 1)
+        total = total + jnp.where(adversarial_on, feature_matching, 0.0) * matching
+        aux["g_feature_matching"] = matching
       aux["g_loss"] = total
-      return total, (aux, restored)
+      return total, aux
 
-    g_grads, (g_metrics, restored) = jax.grad(g_loss_fn, has_aux=True)(state.generator.params)
+    (_, g_metrics), output_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(restored)
+    (g_grads,) = g_pullback(output_grad)
     g_metrics["g_grad_norm"] = optax.tree.norm(g_grads)
-    g_state = state.generator.apply_gradients(grads=g_grads)
+    g_state = state.generator.apply_gradients(grads=g_grads).replace(batch_stats=g_stats_new)
     checked += [g_metrics["g_loss"], g_metrics["g_grad_norm"]]
 
-    # Non-finite guard: a bad step leaves both networks, their optimizers (and Adam step counts) and the EMA as they
-    # were; the step and the rng still advance, so the next step draws new randomness rather than repeating this one.
+    # Non-finite guard: a bad step leaves both networks, their optimizers (and Adam step counts), their statistics
+    # and the EMA as they were; the step and the rng still advance, so the next step draws new randomness.
     ok = all_finite(checked)
     ema_params = ema_update(state.ema_params, g_state.params, config.ema_decay)
-    g_state, d_state, ema_params = keep_if(
-        ok, (g_state, d_state, ema_params), (state.generator, state.discriminator, state.ema_params)
-    )
+    ema_stats = ema_update(state.ema_batch_stats, g_state.batch_stats, config.ema_decay)
+    g_state, d_state, ema_params, ema_stats = keep_if(
+        ok, (g_state, d_state, ema_params, ema_stats),
+        (state.generator, state.discriminator, state.ema_params, state.ema_batch_stats))
     bad = jnp.logical_not(ok).astype(jnp.int32)
     new_state = state.replace(
         step=state.step + 1,
         generator=g_state,
         discriminator=d_state,
         ema_params=ema_params,
+        ema_batch_stats=ema_stats,
         rng=rng,
         nonfinite_steps=state.nonfinite_steps + bad,
         consecutive_nonfinite=(state.consecutive_nonfinite + 1) * bad,
     )
-    bicubic = jax.image.resize(degraded, clean.shape, "bicubic")
+    baseline = task_lib.baseline_output(last["input"], target.shape, task)
     step_metrics = {
         **d_metrics,
         **g_metrics,
-        "psnr": jnp.mean(metrics_lib.psnr(restored, clean)),
-        "psnr_bicubic": jnp.mean(metrics_lib.psnr(bicubic, clean)),
+        "psnr": jnp.mean(metrics_lib.psnr(restored, target)),
+        "psnr_baseline": jnp.mean(metrics_lib.psnr(baseline, target)),
         "adversarial_on": adversarial_on.astype(jnp.float32),
         "lr_g": g_lr(state.generator.step),
-        "lr_d": d_lr(state.discriminator.step),
+        "lr_d": d_lr(state.generator.step),
         "nonfinite": bad.astype(jnp.float32),
         "nonfinite_steps": new_state.nonfinite_steps,
         "consecutive_nonfinite": new_state.consecutive_nonfinite,
     }
+    if use_noise:
+      step_metrics["instance_noise"] = noise_std
     return new_state, step_metrics
 
   return train_step

@@ -18,15 +18,15 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from restore_jax import checkpoint, data, evaluate, inference, models, parallel, preemption
+from restore_jax import checkpoint, data, evaluate, inference, losses, models, parallel, plugins, preemption
+from restore_jax import task as task_lib
 from restore_jax.data import pipeline, sources
-from restore_jax.models import vgg19, vgg19_weights
 from restore_jax.state import GANState, create_gan_state, parameter_count
 from restore_jax.step import make_train_step
 
 # Host-side counters that travel with each batch (see restore_jax.data.pipeline).
 SKIP_KEYS = ("skipped",) + tuple(f"skipped_{reason}" for reason in pipeline.SKIP_REASONS)
-MODEL_KEYS = ("lr", "hr")
+MODEL_KEYS = ("input", "target", "mask")  # What the step sees of a batch (mask only where the task has one).
 COUNTER_KEYS = ("nonfinite_steps", "consecutive_nonfinite")  # Step metrics that count; logged as their last value.
 
 # Exit codes of a run that stopped on purpose (sysexits.h names), so a scheduler can tell them from a crash.
@@ -42,26 +42,45 @@ class StopTraining(Exception):
     self.exit_code = exit_code
 
 
-def make_feature_extractor(config: ml_collections.ConfigDict) -> tuple[Any, dict]:
-  """VGG19 features and their weights for the perceptual loss, or (None, {}) when the term is off.
+def image_grid(inputs: np.ndarray, restored: np.ndarray, target: np.ndarray) -> np.ndarray:
+  """Rows of [input | restored | target], float in [0, 1], NHWC with N = number of rows.
 
-  Looks for the weights before any training starts so a missing file stops the run at once, with a message
-  that says where to put it.
+  The input is nearest-upscaled to the target's size (so its pixels show) and gray is repeated on three channels.
   """
-  pc = config.loss.perceptual
-  if pc.weight <= 0:
-    logging.info("Perceptual (VGG19) loss is off for this config (loss.perceptual.weight = 0).")
-    return None, {}
-  params = vgg19_weights.load_vgg19_params(pc.weights)
-  module = vgg19.VGG19Features(layers=tuple(pc.layers.keys()), before_activation=pc.before_activation)
-  return module, {"vgg19": params}
+  scale = target.shape[1] // inputs.shape[1]
+  inputs = np.repeat(np.repeat(inputs, scale, axis=1), scale, axis=2)
+  channels = target.shape[-1]
+  row = [task_lib.to_rgb(np.asarray(x, np.float32), channels) for x in (inputs, restored, target)]
+  return np.clip(np.concatenate(row, axis=2), 0.0, 1.0)
 
 
-def image_grid(degraded: np.ndarray, restored: np.ndarray, clean: np.ndarray) -> np.ndarray:
-  """Rows of [degraded (nearest-upscaled) | restored | clean], float in [0, 1], NHWC with N = number of rows."""
-  scale = clean.shape[1] // degraded.shape[1]
-  degraded = np.repeat(np.repeat(degraded, scale, axis=1), scale, axis=2)
-  return np.clip(np.concatenate([degraded, restored, clean], axis=2), 0.0, 1.0)
+def initialise_generator_from(config: ml_collections.ConfigDict, state: GANState) -> GANState:
+  """`generator.init_from = "DIR[:STEP]"`: the generator (raw and EMA) starts from another run's weights.
+
+  ESRGAN starts its GAN phase from its PSNR-oriented model, and colorization pre-trains its generator with L1
+  before the adversarial phase; this is how a recipe chains such runs. The other run's EMA weights are used
+  unless generator.init_from_ema is False. The optimizer starts afresh.
+  """
+  spec = str(config.generator.get("init_from") or "")
+  if not spec:
+    return state
+  workdir, step = spec, None
+  head, _, tail = spec.rpartition(":")
+  if head and (tail.isdigit() or tail == "best"):  # "DIR:STEP" or "DIR:best"; gs://... has no digits after ':'.
+    workdir, step = head, int(tail) if tail.isdigit() else tail
+  loaded = inference.load_generator(workdir, use_ema=bool(config.generator.get("init_from_ema", True)), step=step)
+  ours = jax.tree.map(lambda x: (x.shape, x.dtype), state.generator.variables)
+  theirs = jax.tree.map(lambda x: (x.shape, x.dtype), loaded.variables)
+  if ours != theirs:
+    raise ValueError(
+        f"generator.init_from={spec!r}: that run's generator ({loaded.config.generator.to_dict()}) does not have "
+        f"this recipe's shapes ({config.generator.to_dict()}); the generator settings must match.")
+  variables = jax.device_put(loaded.variables, jax.tree.map(lambda x: x.sharding, state.generator.variables))
+  logging.info("Generator initialised from step %d of %s (%s weights).", loaded.step, workdir,
+               "EMA" if config.generator.get("init_from_ema", True) else "raw")
+  generator = state.generator.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+  return state.replace(generator=generator, ema_params=jax.tree.map(jnp.copy, variables["params"]),
+                       ema_batch_stats=jax.tree.map(jnp.copy, variables["batch_stats"]))
 
 
 def mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -91,6 +110,8 @@ def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
   """Trains `config` in `workdir`, resuming from the newest good checkpoint there. Returns the final state."""
+  plugins.import_for(config)  # The recipe's own degradations, networks and loss terms, before anything is built.
+  task = task_lib.from_config(config)
   workdir = checkpoint.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpoint.check_config_compatible(workdir, config)  # Before config.json is overwritten.
@@ -110,8 +131,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   # ---------------------------------------------------------------- Model & losses
   generator = models.make_generator(config.generator)
   discriminator = models.make_discriminator(config.discriminator)
-  feature_extractor, frozen = make_feature_extractor(config)
+  # Fixed networks the loss terms need (VGG19 for the perceptual term), looked up before training starts so a
+  # missing weights file stops the run at once.
+  _, frozen = losses.load_frozen(losses.make_terms(config.loss), config.loss)
   frozen = jax.device_put(frozen, replicated)
+  n_critic = int(config.optim.n_critic)
+  batches_sharded = parallel.batch_sharded(mesh, leading_axes=1)
 
   # ---------------------------------------------------------------- Input pipeline
   train_iter = data.make_train_iterator(
@@ -126,14 +151,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                f"{parameter_count(state.generator.params):,}", f"{parameter_count(state.discriminator.params):,}")
   manager = checkpoint.make_manager(workdir / "checkpoints", keep=config.keep_checkpoints)
   state, start_step = checkpoint.restore_latest(manager, state, train_iter)
+  if start_step == 0:
+    state = initialise_generator_from(config, state)
   best_manager = None
   if eval_pairs and config.eval.best_metric:
     best_manager = checkpoint.make_best_manager(workdir / "best")
 
   # ---------------------------------------------------------------- Update step
   train_step = jax.jit(
-      make_train_step(config, generator, discriminator, feature_extractor),
-      in_shardings=(replicated, sharded, replicated),
+      make_train_step(config, generator, discriminator),
+      in_shardings=(replicated, batches_sharded, replicated),
       out_shardings=(replicated, replicated),
       donate_argnums=(0,),
   )
@@ -160,18 +187,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
       for step in range(start_step + 1, config.total_steps + 1):
         is_last = step == config.total_steps
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          local = next(train_iter)
+          # One batch per critic update, stacked on a leading axis; the generator update uses the last.
+          local = jax.tree.map(lambda *xs: np.stack(xs), *[next(train_iter) for _ in range(n_critic)])
           if step in poison_steps:  # Test hook: a batch of NaNs.
-            local = dict(local, lr=np.full_like(local["lr"], np.nan))
-          batch = parallel.to_global_batch({k: local[k] for k in MODEL_KEYS}, mesh)
+            local = dict(local, input=np.full_like(local["input"], np.nan))
+          batch = parallel.to_global_batch({k: local[k] for k in MODEL_KEYS if k in local}, mesh, leading_axes=1)
           if step == start_step + 1:
             train_step = compile_step(train_step, state, batch, frozen)
           state, step_metrics = train_step(state, batch, frozen)
-          skip_history.append(count_skips(parallel.to_global_batch({k: local[k] for k in SKIP_KEYS}, mesh)))
+          skips_local = {k: local[k].reshape(-1) for k in SKIP_KEYS}
+          skip_history.append(count_skips(parallel.to_global_batch(skips_local, mesh)))
         history.append(step_metrics)
         if preview is None:
-          n = min(config.num_grid_images, local["lr"].shape[0])
-          preview = (local["lr"][:n], local["hr"][:n])
+          n = min(config.num_grid_images, local["input"].shape[1])
+          preview = {k: local[k][-1, :n] for k in MODEL_KEYS if k in local}
         for hook in hooks:
           hook(step)
 
@@ -213,8 +242,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
                 "the files; fix or remove them, or raise data.max_skip_fraction.", EXIT_BAD_DATA)
         if step % config.eval_every == 0 or is_last:
           with report_progress.timed("image_grid"):
-            restored = np.asarray(jax.device_get(apply_generator(state.generator.params, preview[0])))
-            writer.write_images(step, {"lr_sr_hr": image_grid(preview[0], restored, preview[1])})
+            x = task_lib.generator_input(preview["input"], preview.get("mask"), task)
+            restored = np.asarray(jax.device_get(apply_generator(state.generator.variables, x)))
+            writer.write_images(step, {"input_output_target": image_grid(preview["input"], restored,
+                                                                          preview["target"])})
           if eval_pairs:
             with report_progress.timed("eval"):
               report = run_eval(config, apply_generator, state, eval_pairs, writer, step)
@@ -256,22 +287,23 @@ def load_eval_pairs(config: ml_collections.ConfigDict) -> list[evaluate.Pair]:
 
 def run_eval(config, apply_generator, state: GANState, pairs, writer, step: int) -> dict:
   """Scores the (EMA) generator on whole images with evaluate.score; logs means and a few restored images."""
-  params = jax.device_get(state.ema_params if config.eval.use_ema else state.generator.params)
+  variables = jax.device_get(state.ema_variables if config.eval.use_ema else state.generator.variables)
+  restore_fn = evaluate.model_restore_fn(apply_generator, variables, task_lib.from_config(config))
   shown = {}  # The first few restorations, reused for the image grid.
 
-  def restore_fn(degraded: np.ndarray) -> np.ndarray:
-    restored = np.asarray(apply_generator(params, degraded[None]))[0]
+  def remembering_restore_fn(degraded: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    restored = restore_fn(degraded, mask)
     if len(shown) < config.num_grid_images:
       shown[id(degraded)] = restored
     return restored
 
-  report = evaluate.score(restore_fn, pairs, crop_border=evaluate.default_crop_border(config))
+  report = evaluate.score(remembering_restore_fn, pairs, crop_border=task_lib.from_config(config).crop_border)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in report["mean"].items()})
   images = {}
   for pair in pairs[:config.num_grid_images]:
     restored = shown.get(id(pair.degraded))
     if restored is None:
-      restored = restore_fn(pair.degraded)
+      restored = restore_fn(pair.degraded, pair.mask)
     images[f"eval/{pair.name}"] = image_grid(pair.degraded[None], restored[None], pair.clean[None])
   writer.write_images(step, images)
   return report

@@ -29,9 +29,9 @@ MAX_PIXELS = 20_000  # data.max_image_pixels for the messy folder: its "large" p
 def make_config(source, *, seed=0, holdout=0, eval_data="", max_image_pixels=MAX_PIXELS):
   return ml_collections.ConfigDict(dict(
       seed=seed, batch_size=BATCH,
-      data=dict(source=source, hr_crop=HR_CROP, augment=False, num_workers=0, prefetch=2, tfds_data_dir=None,
+      data=dict(source=source, crop_size=HR_CROP, augment=False, num_workers=0, prefetch=2, tfds_data_dir=None,
                 image_key=None, max_skip_fraction=0.5, max_image_pixels=max_image_pixels),
-      degradation=dict(name="bicubic", scale=4),
+      task=dict(scale=4), degradation=dict(name="bicubic", scale=4),
       eval=dict(data=eval_data, holdout=holdout)))
 
 
@@ -231,8 +231,8 @@ def test_messy_folder_trains_and_counts_skips_per_reason(messy_folder, caplog):
     batches = [next(iterator) for _ in range(steps)]
 
   for batch in batches:
-    assert batch["hr"].shape == (BATCH, HR_CROP, HR_CROP, 3) and batch["lr"].shape == (BATCH, 8, 8, 3)
-    assert np.isfinite(batch["hr"]).all() and batch["hr"].min() >= 0 and batch["hr"].max() <= 1
+    assert batch["target"].shape == (BATCH, HR_CROP, HR_CROP, 3) and batch["input"].shape == (BATCH, 8, 8, 3)
+    assert np.isfinite(batch["target"]).all() and batch["target"].min() >= 0 and batch["target"].max() <= 1
   # Over whole epochs every record starts exactly one sample, and a bad record is always followed by a good one,
   # so each bad record is stepped over exactly once per epoch.
   for reason in SKIP_REASONS:
@@ -307,7 +307,7 @@ def test_training_never_sees_held_out_records(tmp_path):
 
   def flat_crops(config, steps):
     iterator = make_train_iterator(config)
-    hrs = np.concatenate([next(iterator)["hr"] for _ in range(steps)])
+    hrs = np.concatenate([next(iterator)["target"] for _ in range(steps)])
     return int((hrs.std(axis=(1, 2, 3)) == 0).sum())
 
   assert flat_crops(config, 6) == 0  # 24 samples: over three epochs of the 7 training records.

@@ -77,7 +77,7 @@ def saved_run(setup, tmp_path_factory):
     next(iterator)
     checkpoint.save(manager, step, states[step], iterator)
     manager.wait_until_finished()
-    next_batch[step] = next(iterator)["hr"]
+    next_batch[step] = next(iterator)["target"]
   manager.close()
   return workdir, next_batch
 
@@ -134,7 +134,7 @@ def test_damaged_newest_falls_back_to_previous_and_is_kept_aside(setup, run_copy
 
   assert step == STEPS[0]
   _assert_identical(state, states[STEPS[0]])
-  np.testing.assert_array_equal(next(iterator)["hr"], next_batch[STEPS[0]])  # The data iterator rewound too.
+  np.testing.assert_array_equal(next(iterator)["target"], next_batch[STEPS[0]])  # The data iterator rewound too.
   assert any(str(newest) in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
   moved = list((workdir / "checkpoints_quarantine").glob(f"*/{STEPS[1]}"))
   assert len(moved) == 1 and (moved[0] / "state").is_dir(), "the damaged step must be kept, not deleted"
@@ -211,7 +211,7 @@ def test_same_config_and_no_record_are_compatible(recorded, tmp_path_factory):
 
 @pytest.mark.parametrize("overrides, names", [
     ({"generator__num_feat": 16}, ["generator.num_feat: 8 -> 16"]),
-    ({"batch_size": 4, "data__hr_crop": 64}, ["batch_size: 8 -> 4", "data.hr_crop: 32 -> 64"]),
+    ({"batch_size": 4, "data__crop_size": 64}, ["batch_size: 8 -> 4", "data.crop_size: 32 -> 64"]),
     ({"degradation__scale": 2}, ["degradation.scale: 4 -> 2"]),
     ({"optim__grad_clip_norm": 1.0}, ["optim.grad_clip_norm: 0.0 -> 1.0"]),
     ({"data__num_workers": 2}, ["data.num_workers: 0 -> 2"]),  # grain's saved iterator state changes form.
@@ -321,7 +321,7 @@ def test_best_checkpoint_keeps_the_maximum_across_reopening(setup, tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(config.to_dict(), default=str))
   loaded = inference.load_generator(tmp_path, step="best")
   assert loaded.step == 12
-  _assert_identical(loaded.params, b.ema_params)
+  _assert_identical(loaded.variables["params"], b.ema_params)
 
 
 # ---------------------------------------------------------------------------------------------- Inference
@@ -335,22 +335,22 @@ def test_load_generator_returns_the_saved_ema_or_raw_params(setup, saved_run, mo
   assert ema.step == STEPS[1] and ema.scale == 4
   assert ema.config.generator.num_feat == config.generator.num_feat
   assert ema.module == generator
-  _assert_identical(ema.params, newest.ema_params)
+  _assert_identical(ema.variables["params"], newest.ema_params)
 
   raw = inference.load_generator(workdir, use_ema=False)
-  _assert_identical(raw.params, newest.generator.params)
+  _assert_identical(raw.variables["params"], newest.generator.params)
   with monkeypatch.context() as m:  # A relative --workdir, as users type it (orbax itself refuses them).
     m.chdir(Path(workdir).parent)
-    _assert_identical(inference.load_generator(Path(workdir).name).params, newest.ema_params)
+    _assert_identical(inference.load_generator(Path(workdir).name).variables["params"], newest.ema_params)
   older = inference.load_generator(workdir, step=STEPS[0])
   assert older.step == STEPS[0]
-  _assert_identical(older.params, states[STEPS[0]].ema_params)
+  _assert_identical(older.variables["params"], states[STEPS[0]].ema_params)
   with pytest.raises(inference.NoCheckpoint, match="step 5"):
     inference.load_generator(workdir, step=5)
 
   apply = inference.make_apply(ema.module)
   x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
-  y = np.asarray(apply(ema.params, x))
+  y = np.asarray(apply(ema.variables, x))
   unclipped = np.asarray(generator.apply({"params": newest.ema_params}, x))
   assert y.shape == (2, 32, 32, 3)
   assert unclipped.min() < 0 or unclipped.max() > 1  # Random weights: the clip has work to do.
@@ -364,7 +364,7 @@ def test_load_generator_skips_a_damaged_newest_and_leaves_it_in_place(setup, run
   with caplog.at_level(logging.WARNING):
     loaded = inference.load_generator(workdir)
   assert loaded.step == STEPS[0]
-  _assert_identical(loaded.params, states[STEPS[0]].ema_params)
+  _assert_identical(loaded.variables["params"], states[STEPS[0]].ema_params)
   assert any(f"step {STEPS[1]}" in r.getMessage() for r in caplog.records)
   assert (workdir / "checkpoints" / str(STEPS[1])).is_dir()  # Read-only: a training run may own the directory.
 

@@ -19,13 +19,13 @@ STEPS = 4
 
 
 def make_config(source="samples", seed=0, augment=True, workers=0,
-                batch_size=BATCH, hr_crop=HR_CROP):
+                batch_size=BATCH, crop_size=HR_CROP):
   return ml_collections.ConfigDict(dict(
       seed=seed, batch_size=batch_size,
-      data=dict(source=source, hr_crop=hr_crop, augment=augment,
+      data=dict(source=source, crop_size=crop_size, augment=augment,
                 num_workers=workers, prefetch=2, tfds_data_dir=None,
                 image_key=None, max_skip_fraction=0.5),
-      degradation=dict(name="bicubic", scale=4)))
+      task=dict(scale=4), degradation=dict(name="bicubic", scale=4)))
 
 
 def take(iterator, steps=STEPS):
@@ -144,21 +144,21 @@ def test_decode_rejects_truncated_jpeg():
 
 def test_batch_layout(sample_batches):
   for step, batch in enumerate(sample_batches):
-    assert batch["hr"].shape == (BATCH, HR_CROP, HR_CROP, 3)
-    assert batch["lr"].shape == (BATCH, HR_CROP // 4, HR_CROP // 4, 3)
-    assert batch["hr"].dtype == batch["lr"].dtype == np.float32
+    assert batch["target"].shape == (BATCH, HR_CROP, HR_CROP, 3)
+    assert batch["input"].shape == (BATCH, HR_CROP // 4, HR_CROP // 4, 3)
+    assert batch["target"].dtype == batch["input"].dtype == np.float32
     assert batch["index"].dtype == np.int64
     assert batch["skipped"].dtype == np.int32
     np.testing.assert_array_equal(batch["index"],
                                   step * BATCH + np.arange(BATCH))
     np.testing.assert_array_equal(batch["skipped"], 0)
-    assert batch["hr"].min() >= 0 and batch["hr"].max() <= 1
-    assert batch["lr"].min() >= 0 and batch["lr"].max() <= 1
+    assert batch["target"].min() >= 0 and batch["target"].max() <= 1
+    assert batch["input"].min() >= 0 and batch["input"].max() <= 1
 
 
 def test_lr_is_bicubic_of_hr(sample_batches):
   for batch in sample_batches:
-    for hr, lr in zip(batch["hr"], batch["lr"]):
+    for hr, lr in zip(batch["target"], batch["input"]):
       np.testing.assert_allclose(lr, np.clip(imresize(hr, 0.25), 0, 1),
                                  atol=1e-6)
 
@@ -166,9 +166,9 @@ def test_lr_is_bicubic_of_hr(sample_batches):
 def test_same_seed_same_batches_other_seed_differs(sample_batches):
   assert_same_batches(sample_batches, take(make_train_iterator(make_config())))
   other = take(make_train_iterator(make_config(seed=1)))
-  assert not np.array_equal(sample_batches[0]["hr"], other[0]["hr"])
+  assert not np.array_equal(sample_batches[0]["target"], other[0]["target"])
   # Samples within a run differ from one another.
-  hrs = np.concatenate([b["hr"] for b in sample_batches])
+  hrs = np.concatenate([b["target"] for b in sample_batches])
   assert len({h.tobytes() for h in hrs}) == len(hrs)
 
 
@@ -180,7 +180,7 @@ def test_process_shards_concatenate_to_the_global_batch(sample_batches):
       np.testing.assert_array_equal(
           np.concatenate([shards[0][step][key], shards[1][step][key]]),
           batch[key], err_msg=key)
-    assert len(shards[0][step]["hr"]) == BATCH // 2
+    assert len(shards[0][step]["target"]) == BATCH // 2
 
 
 def test_batch_must_divide_across_processes():
@@ -188,9 +188,9 @@ def test_batch_must_divide_across_processes():
     make_train_iterator(make_config(), process_index=0, process_count=3)
 
 
-def test_hr_crop_must_be_a_multiple_of_the_scale():
+def test_crop_size_must_be_a_multiple_of_the_scale():
   with pytest.raises(ValueError, match="multiple"):
-    make_train_iterator(make_config(hr_crop=30))
+    make_train_iterator(make_config(crop_size=30))
 
 
 def test_resume_from_state_continues_identically(sample_batches):
@@ -206,7 +206,7 @@ def test_crop_without_augment_is_a_window_of_a_source_image():
   batch = next(make_train_iterator(make_config(augment=False)))
   source = make_source("samples")
   images = [to_rgb_float(source[i]) for i in range(len(source))]
-  for hr in batch["hr"]:
+  for hr in batch["target"]:
     assert any(_contains(image, hr) for image in images)
 
 
@@ -222,7 +222,7 @@ def test_augment_uses_the_symmetries_of_the_square():
   batch = next(make_train_iterator(make_config(augment=True)))
   source = make_source("samples")
   images = [to_rgb_float(source[i]) for i in range(len(source))]
-  for hr in batch["hr"]:
+  for hr in batch["target"]:
     variants = [np.rot90(flipped, -k) for flipped in (hr, hr[:, ::-1])
                 for k in range(4)]
     # Undo any of the 8 symmetries to find the window in some photo.
@@ -306,8 +306,8 @@ def test_messy_folder_skips_exactly_the_bad_files(tmp_path, caplog):
   np.testing.assert_array_equal(skipped, [len(r) for r in expected])
   assert skipped.sum() > 0  # The test would be vacuous without skips.
   for batch in batches:
-    assert np.isfinite(batch["hr"]).all()
-    assert batch["hr"].min() >= 0 and batch["hr"].max() <= 1
+    assert np.isfinite(batch["target"]).all()
+    assert batch["target"].min() >= 0 and batch["target"].max() <= 1
   for name in bad:
     assert name in caplog.text
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 from configs import sr_wgangp
 from restore_jax import baselines, checkpoint, data, evaluate, models
+from restore_jax import task as task_lib
 from restore_jax.degradations.resize import imresize
 from restore_jax.state import create_gan_state
 from tests.cli import REPO, cli_env
@@ -56,6 +57,7 @@ def _clean_uint8(folder: Path, name: str) -> np.ndarray:
 def _sr_config(scale: int = SCALE) -> ml_collections.ConfigDict:
   config = sr_wgangp.get_config("tiny")
   config.degradation.scale = scale
+  config.task.update(scale=scale, crop_border=scale)
   return config
 
 
@@ -111,9 +113,9 @@ def test_load_pairs_mod_crops_degrades_and_skips(sr_pairs, folder):
 
 
 def test_each_image_is_degraded_with_its_own_seeded_rng(folder, monkeypatch):
-  noisy = lambda config: lambda image, rng: np.clip(image + rng.normal(0, 0.1, image.shape), 0, 1)
+  noisy = lambda config: lambda image, rng: {"input": np.clip(image + rng.normal(0, 0.1, image.shape), 0, 1)}
   monkeypatch.setattr(evaluate, "make_degradation", noisy)
-  config = ml_collections.ConfigDict({"degradation": {"name": "noise"}, "data": {}})
+  config = ml_collections.ConfigDict({"degradation": {"name": "noise"}, "task": {"scale": 1}, "data": {}})
   pairs = evaluate.load_pairs(f"folder:{folder}", config, seed=7, max_images=2)
   assert [p.name for p in pairs] == ["astronaut.png", "chelsea.png"]
   for record_index, pair in zip((1, 2), pairs):  # Record 0 is the broken file.
@@ -160,14 +162,14 @@ def test_median_baseline_is_the_3x3_median_of_each_channel(sr_pairs):
   expected = np.median(windows.reshape(*windows.shape[:3], 9), axis=-1)
   np.testing.assert_array_equal(baselines.median(3)(image)[1:-1, 1:-1], expected)
   with pytest.raises(ValueError, match="does not upscale"):
-    baselines.make_baseline("median", 4)
+    baselines.make_baseline("median", task_lib.Task(scale=4))
   with pytest.raises(ValueError, match="Unknown baseline 'lanczos'"):
-    baselines.make_baseline("lanczos", 4)
+    baselines.make_baseline("lanczos", task_lib.Task(scale=4))
 
 
 def test_score_rejects_a_restore_fn_of_the_wrong_size(sr_pairs):
   with pytest.raises(ValueError, match=r"shape \(17, 18, 3\).*clean image is \(68, 72, 3\)"):
-    evaluate.score(lambda degraded: degraded, sr_pairs, crop_border=SCALE)
+    evaluate.score(lambda degraded, mask: degraded, sr_pairs, crop_border=SCALE)
   with pytest.raises(ValueError, match="no images"):
     evaluate.score(baselines.bicubic(SCALE), [], crop_border=SCALE)
 
@@ -297,7 +299,7 @@ def test_no_ema_scores_the_raw_generator(workdir, sr_pairs):
   root, generator, _, raw_params = workdir
   config, restore_fn, what = evaluate.evaluate_model(str(root), use_ema=False, step=None)
   assert what == {"workdir": str(root), "step": CHECKPOINT_STEP, "ema": False}
-  assert evaluate.scale_of(config) == SCALE
+  assert task_lib.from_config(config).scale == SCALE
   report = evaluate.score(restore_fn, sr_pairs, crop_border=SCALE)
   for image, want in zip(report["images"], _model_references(generator, raw_params, sr_pairs)):
     _assert_scores_close(image, want)

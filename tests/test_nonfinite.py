@@ -29,22 +29,24 @@ def _config():
   c = sr_wgangp.get_config("tiny")
   c.batch_size = 8
   c.optim.n_critic = N_CRITIC
-  assert c.loss.pixel == "mse" and c.loss.pixel_weight > 0
+  assert c.loss.terms.mse > 0
   return c
 
 
 def _clean_batch(config):
+  """n_critic batches stacked on a leading axis, as the loop hands them to the step."""
   rng = np.random.default_rng(0)
-  hr = rng.random((config.batch_size, config.data.hr_crop, config.data.hr_crop, 3), dtype=np.float32)
-  s = config.degradation.scale
-  lr = hr.reshape(config.batch_size, hr.shape[1] // s, s, hr.shape[2] // s, s, 3).mean(axis=(2, 4))
-  return {"lr": lr, "hr": hr}
+  size, n = config.data.crop_size, config.optim.n_critic
+  target = rng.random((n, config.batch_size, size, size, 3), dtype=np.float32)
+  s = config.task.scale
+  inputs = target.reshape(n, config.batch_size, size // s, s, size // s, s, 3).mean(axis=(3, 5))
+  return {"input": inputs, "target": target}
 
 
 def _poisoned(batch, key, value):
-  """`batch` with one pixel of one sample (sample 3: on device 3 of 8) set to `value`."""
+  """`batch` with one pixel of one sample (sample 3: on device 3 of 8) of the last batch set to `value`."""
   out = {k: v.copy() for k, v in batch.items()}
-  out[key][3, 2, 2, 1] = value
+  out[key][-1, 3, 2, 2, 1] = value
   return out
 
 
@@ -54,7 +56,7 @@ def _run(config, devices, batches):
   mesh = parallel.make_mesh(devices)
   generator = models.make_generator(config.generator)
   discriminator = models.make_discriminator(config.discriminator)
-  repl, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  repl, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh, leading_axes=1)
   state = jax.jit(functools.partial(create_gan_state, config, generator, discriminator), out_shardings=repl)(
       jax.random.key(config.seed)
   )
@@ -66,7 +68,7 @@ def _run(config, devices, batches):
   )
   states, history = [_host(state)], []
   for batch in batches:
-    state, metrics = step(state, parallel.to_global_batch(batch, mesh), {})
+    state, metrics = step(state, parallel.to_global_batch(batch, mesh, leading_axes=1), {})
     _assert_replicas_agree(state)
     states.append(_host(state))
     history.append(jax.device_get(metrics))
@@ -111,9 +113,9 @@ def run(config):
   assert jax.device_count() == 8, "conftest must give 8 fake CPU devices"
   clean = _clean_batch(config)
   batches = [
-      _poisoned(clean, "lr", np.nan),
-      _poisoned(clean, "hr", np.inf),
-      _poisoned(clean, "hr", OVERFLOWS_MSE_ONLY),
+      _poisoned(clean, "input", np.nan),
+      _poisoned(clean, "target", np.inf),
+      _poisoned(clean, "target", OVERFLOWS_MSE_ONLY),
       clean,
   ]
   return _run(config, jax.devices(), batches)

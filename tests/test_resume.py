@@ -128,8 +128,8 @@ def test_half_then_resumed_half_is_bit_identical(runs):
   assert list(resumed.workdir.parent.rglob(half_written)), "the half-written checkpoint was deleted"  # ... kept.
 
   _assert_trees_equal(_state(resumed.workdir, REF_STEPS), _state(reference.workdir, REF_STEPS))
-  # The batches: psnr_bicubic is a function of the batch alone, so equal sequences mean equal batches.
-  for tag in ("psnr_bicubic", "g_loss"):
+  # The batches: psnr_baseline is a function of the batch alone, so equal sequences mean equal batches.
+  for tag in ("psnr_baseline", "g_loss"):
     want, got = _per_step(reference.workdir, tag), _per_step(resumed.workdir, tag)
     assert sorted(got) == list(range(1, REF_STEPS + 1))
     assert got == want, tag

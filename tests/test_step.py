@@ -26,11 +26,13 @@ def _config(**overrides):
 
 
 def _batch(config, seed=0):
+  """n_critic batches stacked on a leading axis (what the loop hands the step): targets and their 4x4 means."""
   rng = np.random.default_rng(seed)
-  hr = rng.random((config.batch_size, config.data.hr_crop, config.data.hr_crop, 3), dtype=np.float32)
-  lr_size = config.data.hr_crop // config.degradation.scale
-  lr = hr.reshape(config.batch_size, lr_size, 4, lr_size, 4, 3).mean(axis=(2, 4))
-  return {"lr": lr, "hr": hr}
+  n, size = config.optim.n_critic, config.data.crop_size
+  target = rng.random((n, config.batch_size, size, size, 3), dtype=np.float32)
+  small = size // config.task.scale
+  inputs = target.reshape(n, config.batch_size, small, 4, small, 4, 3).mean(axis=(3, 5))
+  return {"input": inputs, "target": target}
 
 
 def _run(config, devices, batch, steps=2):
@@ -38,7 +40,7 @@ def _run(config, devices, batch, steps=2):
   mesh = parallel.make_mesh(devices)
   generator = models.make_generator(config.generator)
   discriminator = models.make_discriminator(config.discriminator)
-  repl, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  repl, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh, leading_axes=1)
   state = jax.jit(functools.partial(create_gan_state, config, generator, discriminator), out_shardings=repl)(
       jax.random.key(config.seed)
   )
@@ -49,8 +51,8 @@ def _run(config, devices, batch, steps=2):
       out_shardings=(repl, repl),
       donate_argnums=(0,),
   )
-  global_batch = parallel.to_global_batch(batch, mesh)
-  assert global_batch["hr"].sharding.spec == shard.spec
+  global_batch = parallel.to_global_batch(batch, mesh, leading_axes=1)
+  assert global_batch["target"].sharding.spec == shard.spec
   history = []
   for _ in range(steps):
     state, metrics = step(state, global_batch, {})
@@ -92,8 +94,8 @@ def test_one_device_and_eight_devices_agree(one_and_eight):
 
 def test_step_reports_every_term(one_and_eight):
   (_, hist, _), _ = one_and_eight
-  expected = {"g_loss", "g_pixel", "g_adversarial", "d_loss", "d_adversarial", "gradient_penalty", "wasserstein",
-              "g_grad_norm", "d_grad_norm", "psnr", "psnr_bicubic", "lr_g", "lr_d",
+  expected = {"g_loss", "g_mse", "g_adversarial", "d_loss", "d_adversarial", "gradient_penalty", "wasserstein",
+              "g_grad_norm", "d_grad_norm", "psnr", "psnr_baseline", "lr_g", "lr_d",
               "nonfinite", "nonfinite_steps", "consecutive_nonfinite"}
   assert expected <= set(hist[0])
   for k in expected:
@@ -126,9 +128,9 @@ def test_generator_update_is_adam_on_pixel_loss_before_gan_phase(config, one_and
   batch = _batch(config)
   generator = models.make_generator(config.generator)
 
-  def mse(p):
-    out = generator.apply({"params": p}, batch["lr"])
-    return jnp.mean((out - batch["hr"]) ** 2)
+  def mse(p):  # On the last of the n_critic batches: the one the generator update uses.
+    out = generator.apply({"params": p}, batch["input"][-1])
+    return jnp.mean((out - batch["target"][-1]) ** 2)
 
   tx = optax.adam(config.optim.g_learning_rate, b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps)
   grads = jax.grad(mse)(params[0])

@@ -71,15 +71,15 @@ def test_image_key_selects_the_feature(data_dir):
 def test_pipeline_yields_batches_and_skips_the_small_image(data_dir):
   config = ml_collections.ConfigDict(dict(
       seed=0, batch_size=4,
-      data=dict(source="tfds:tiny_restore_images:train", hr_crop=32,
+      data=dict(source="tfds:tiny_restore_images:train", crop_size=32,
                 augment=True, num_workers=0, prefetch=2,
                 tfds_data_dir=data_dir, image_key=None, max_skip_fraction=0.5),
-      degradation=dict(name="bicubic", scale=4)))
+      task=dict(scale=4), degradation=dict(name="bicubic", scale=4)))
   iterator = make_train_iterator(config)
   batches = [next(iterator) for _ in range(3)]  # 12 samples: two epochs.
   for batch in batches:
-    assert batch["hr"].shape == (4, 32, 32, 3)
-    assert batch["lr"].shape == (4, 8, 8, 3)
+    assert batch["target"].shape == (4, 32, 32, 3)
+    assert batch["input"].shape == (4, 8, 8, 3)
   skipped_small = np.concatenate([b["skipped_small"] for b in batches])
   # One small record per epoch of six, reached from itself: two skips.
   assert skipped_small.sum() == 2

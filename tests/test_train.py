@@ -50,11 +50,11 @@ def test_tiny_run_writes_config_events_and_checkpoint(run):
   assert config["recipe"] == "sr_wgangp" and config["variant"] == "tiny" and config["total_steps"] == 4
   scalars, images = _events(workdir)
   for tag in ("g_loss", "g_pixel", "g_adversarial", "d_loss", "gradient_penalty", "wasserstein", "g_grad_norm",
-              "d_grad_norm", "psnr", "psnr_bicubic", "lr_g", "lr_d", "steps_per_sec", "data/skipped"):
+              "d_grad_norm", "psnr", "psnr_baseline", "lr_g", "lr_d", "steps_per_sec", "data/skipped"):
     assert tag in scalars, f"missing scalar {tag}; have {sorted(scalars)}"
   assert [s for s, _ in scalars["g_loss"]] == [2, 4]
   assert all(np.isfinite(v) for _, v in scalars["g_loss"])
-  assert "lr_sr_hr" in images
+  assert "input_output_target" in images
   assert (workdir / "checkpoints" / "4").is_dir()
 
 
@@ -106,7 +106,7 @@ def test_perceptual_term_trains_with_weights_from_a_file(tmp_path):
   weights = tmp_path / "vgg19.npz"
   np.savez(weights, **arrays)
   workdir = tmp_path / "run"
-  _train(workdir, "--config.total_steps=2", "--config.log_every=1", "--config.loss.perceptual.weight=0.01",
+  _train(workdir, "--config.total_steps=2", "--config.log_every=1", "--config.loss.terms.perceptual=0.01",
          f"--config.loss.perceptual.weights={weights}")
   scalars, _ = _events(workdir)
   assert "g_perceptual" in scalars

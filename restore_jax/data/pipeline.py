@@ -1,25 +1,26 @@
 """The training input pipeline: grain, deterministic, topology-independent.
 
-The global batch at step s is a function of (seed, s) alone (DESIGN.md
-section 3). Sample g = s * batch_size + i of the global stream reads record
-`permutation_e[g % n]` of epoch e = g // n, and takes all its randomness
-(crop, flip, rotation, degradation) from `np.random.default_rng([seed, g])`.
-Process p of P computes only positions [p * B/P, (p+1) * B/P) of each global
-batch, so P processes together yield exactly the batches one process would.
+Global batch b is a function of (seed, b) alone, whatever the number of
+devices and processes (the loop takes optim.n_critic batches per step, so
+step s reads batches s * n_critic ... s * n_critic + n_critic - 1). Sample
+g = b * batch_size + i of the global stream reads record `permutation_e[g % n]`
+of epoch e = g // n, and takes all its randomness (crop, flip, rotation,
+degradation) from `np.random.default_rng([seed, g])`. Process p of P computes
+only positions [p * B/P, (p+1) * B/P) of each global batch, so P processes
+together yield exactly the batches one process would.
 
 Grain holds the stream as a MapDataset of per-process batches indexed by
-step, so the iterator state is just the next step and worker processes each
-build whole batches without changing their content.
+batch number, so the iterator state is just the next batch and worker
+processes each build whole batches without changing their content.
 
-Per sample: decode -> random hr_crop x hr_crop crop -> augment -> degrade.
-A record that is unusable for one of SKIP_REASONS is stepped over
-deterministically (record + 1, + 2, ... mod n) and counted by reason in the
-sample's `skipped_<reason>` (train.py sums them and stops a run that reads
-mostly bad records).
+Per sample: decode -> random crop_size x crop_size crop (the `target`) ->
+augment -> degrade (the `input`, and a `mask` for damage). A record that is
+unusable for one of SKIP_REASONS is stepped over deterministically (record + 1,
++ 2, ... mod n) and counted by reason in the sample's `skipped_<reason>`
+(train.py sums them and stops a run that reads mostly bad records).
 
 With eval.holdout > 0 (and no eval.data) the held-out records of the source
-are not part of the stream at all (sources.train_source).
-"""
+are not part of the stream at all (sources.train_source)."""
 
 from __future__ import annotations
 
@@ -33,13 +34,15 @@ from absl import logging
 import grain
 import numpy as np
 
+from restore_jax import plugins
+from restore_jax import task as task_lib
 from restore_jax.data import decode
 from restore_jax.data import sources
 from restore_jax.degradations import make_degradation
 
 # Why a record was stepped over: the decode.REASONS ("decode": broken or not
 # an image, "huge": over data.max_image_pixels, "empty": zero bytes) and
-# "small": a side shorter than data.hr_crop.
+# "small": a side shorter than data.crop_size.
 SKIP_REASONS = ("decode", "small", "huge", "empty")
 _MAX_LOGGED_RECORDS = 20  # Distinct bad records named in warnings per process.
 _STEPS = sys.maxsize // 2**16  # "Forever", with room for s * batch_size.
@@ -48,14 +51,16 @@ _STEPS = sys.maxsize // 2**16  # "Forever", with room for s * batch_size.
 class SampleMaker:
   """Global position g -> one training example; picklable for grain workers."""
 
-  def __init__(self, source: sources.ImageSource, *, seed: int, hr_crop: int,
-               augment: bool, degradation: Any, max_pixels: int | None = None):
+  def __init__(self, source: sources.ImageSource, *, seed: int, crop_size: int,
+               augment: bool, degradation: Any, max_pixels: int | None = None,
+               imports: tuple[str, ...] = ()):
     if len(source) == 0:
       raise ValueError("The data source is empty.")
     self.source, self.seed = source, int(seed)
-    self.hr_crop, self.augment = int(hr_crop), bool(augment)
+    self.crop_size, self.augment = int(crop_size), bool(augment)
     self.max_pixels = None if max_pixels is None else int(max_pixels)
     self.degradation_config = degradation
+    self.imports = tuple(imports)  # config.imports, re-imported by workers.
     self._setup()
 
   def __getstate__(self) -> dict[str, Any]:
@@ -69,6 +74,7 @@ class SampleMaker:
     self._setup()
 
   def _setup(self) -> None:
+    plugins.import_modules(self.imports)
     self.degrade = make_degradation(self.degradation_config)
     # record index -> skip reason; a cache only (badness is a property of the
     # record), so it never changes what a position yields.
@@ -94,14 +100,15 @@ class SampleMaker:
     return int(self._permutation(epoch)[offset])
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
-    hr_full, skips = self._first_good_image(self.record_index(position))
+    image, skips = self._first_good_image(self.record_index(position))
     rng = np.random.default_rng([self.seed, position])
-    hr = random_crop(hr_full, self.hr_crop, rng)
+    target = random_crop(image, self.crop_size, rng)
     if self.augment:
-      hr = random_flip_rot90(hr, rng)
-    lr = np.asarray(self.degrade(hr, rng), np.float32)
-    example = {"lr": lr, "hr": hr, "index": np.int64(position),
-               "skipped": np.int32(sum(skips.values()))}
+      target = random_flip_rot90(target, rng)
+    example = {k: np.asarray(v, np.float32)
+               for k, v in self.degrade(target, rng).items()}
+    example.update(target=target, index=np.int64(position),
+                   skipped=np.int32(sum(skips.values())))
     for reason in SKIP_REASONS:
       example[f"skipped_{reason}"] = np.int32(skips[reason])
     return example
@@ -122,8 +129,8 @@ class SampleMaker:
     counts = ", ".join(f"{count} {reason}" for reason, count in skips.items())
     raise RuntimeError(
         f"All {n} records of the data source are unusable ({counts}; see "
-        f"pipeline.SKIP_REASONS): check data.source, data.hr_crop="
-        f"{self.hr_crop} and data.max_image_pixels={self.max_pixels}.")
+        f"pipeline.SKIP_REASONS): check data.source, data.crop_size="
+        f"{self.crop_size} and data.max_image_pixels={self.max_pixels}.")
 
   def _try_load(self, i: int):
     try:
@@ -131,9 +138,9 @@ class SampleMaker:
     except decode.BadImage as e:
       return None, e.reason, str(e)
     height, width = image.shape[:2]
-    if min(height, width) < self.hr_crop:
+    if min(height, width) < self.crop_size:
       return None, "small", (f"{width}x{height} is smaller than the "
-                             f"{self.hr_crop}x{self.hr_crop} crop")
+                             f"{self.crop_size}x{self.crop_size} crop")
     return image, None, None
 
   def _remember_bad(self, i: int, reason: str, detail: str) -> None:
@@ -166,6 +173,38 @@ def random_flip_rot90(image: np.ndarray, rng: np.random.Generator) -> np.ndarray
   return np.ascontiguousarray(image)
 
 
+def check_degradation(config) -> None:
+  """Checks that the degradation makes what the task's geometry says.
+
+  Degrades one gray crop and compares the shapes with `config.task`, so a
+  recipe whose degradation and task disagree (a x4 downsampling with
+  task.scale = 1, a mask the generator will not see) stops with the keys to
+  fix before any training starts.
+  """
+  task = task_lib.from_config(config)
+  size = int(config.data.crop_size)
+  if size % task.scale:
+    raise ValueError(f"data.crop_size={size} must be a multiple of "
+                     f"task.scale={task.scale}.")
+  example = make_degradation(config.degradation)(
+      np.full((size, size, task.out_channels), 0.5, np.float32),
+      np.random.default_rng(0))
+  small = task.input_size(size)
+  expected = (small, small, task.in_channels)
+  got = tuple(np.shape(example["input"]))
+  if got != expected:
+    raise ValueError(
+        f"The degradation turns a {size}x{size} crop into an input of shape "
+        f"{got}, but task.scale={task.scale} and task.in_channels="
+        f"{task.in_channels} say {expected}: make config.task agree with "
+        f"config.degradation.")
+  if ("mask" in example) != task.use_mask:
+    has = "makes" if "mask" in example else "makes no"
+    raise ValueError(
+        f"The degradation {has} mask of missing pixels, but task.use_mask="
+        f"{task.use_mask}: set task.use_mask={'mask' in example}.")
+
+
 def _stack(examples) -> dict[str, np.ndarray]:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
@@ -180,20 +219,17 @@ def make_train_dataset(config, *, process_index: int = 0,
   if global_batch % process_count:
     raise ValueError(f"batch_size={global_batch} must be divisible by the "
                      f"number of processes ({process_count}).")
-  scale = int(config.degradation.get("scale", 1))
-  if config.data.hr_crop % scale:
-    raise ValueError(f"data.hr_crop={config.data.hr_crop} must be a multiple "
-                     f"of degradation.scale={scale}.")
-
+  check_degradation(config)
   source = sources.train_source(config)
   degradation = config.degradation  # Plain dict: picklable for workers.
   degradation = (degradation.to_dict() if hasattr(degradation, "to_dict")
                  else dict(degradation))
   make_sample = SampleMaker(source, seed=config.seed,
-                            hr_crop=config.data.hr_crop,
+                            crop_size=config.data.crop_size,
                             augment=config.data.augment,
                             degradation=degradation,
-                            max_pixels=config.data.get("max_image_pixels"))
+                            max_pixels=config.data.get("max_image_pixels"),
+                            imports=tuple(config.get("imports") or ()))
   local_batch = global_batch // process_count
   first = process_index * local_batch
 

@@ -1,10 +1,10 @@
 """Degradations: clean HR image -> the degraded input a generator learns to undo.
 
-Every degradation is a function `(img, rng) -> img` on float32 HWC images in
-[0, 1], taking a `np.random.Generator` so the data pipeline can hand each
-sample its own seeded randomness (DESIGN.md section 3). Families live in their
-own modules and are chosen by name from `config.degradation`; adding one is a
-new module plus a line in `DEGRADATIONS`.
+A degradation is a function `(target, rng) -> {"input": ..., "mask": ...}`
+on a float32 HWC image in [0, 1], taking a `np.random.Generator` so the data
+pipeline can hand each sample its own seeded randomness. Families live in
+their own modules and are chosen by name from `config.degradation`; adding one
+is a new module plus a line in `DEGRADATIONS`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from restore_jax.degradations.resize import imresize
 
-Degradation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Degradation = Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]
 
 
 def bicubic(scale: int = 4) -> Degradation:
@@ -29,7 +29,7 @@ def bicubic(scale: int = 4) -> Degradation:
 
   def degrade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     del rng  # Deterministic.
-    return np.clip(imresize(img, 1.0 / scale), 0.0, 1.0)
+    return {"input": np.clip(imresize(img, 1.0 / scale), 0.0, 1.0)}
 
   return degrade
 

@@ -1,22 +1,21 @@
-"""Losses by name: pixel, perceptual and adversarial terms that configs combine."""
+"""Losses by name: reconstruction terms (`loss.terms`) and adversarial objectives (`loss.adversarial`)."""
 
-from typing import Callable
-
-from restore_jax.losses.adversarial import gan_losses
+from restore_jax.losses.adversarial import OBJECTIVES
+from restore_jax.losses.adversarial import Objective
 from restore_jax.losses.adversarial import gradient_penalty
+from restore_jax.losses.adversarial import make_objective
 from restore_jax.losses.adversarial import wasserstein_estimate
-from restore_jax.losses.adversarial import wgan_critic_loss
-from restore_jax.losses.adversarial import wgan_generator_loss
 from restore_jax.losses.perceptual import perceptual_loss
 from restore_jax.losses.pixel import charbonnier
 from restore_jax.losses.pixel import l1
 from restore_jax.losses.pixel import mse
+from restore_jax.losses.terms import FROZEN_NETWORKS
+from restore_jax.losses.terms import TERMS
+from restore_jax.losses.terms import Term
+from restore_jax.losses.terms import load_frozen
+from restore_jax.losses.terms import make_terms
+from restore_jax.losses.terms import register_term
 
-PIXEL_LOSSES: dict[str, Callable] = {"mse": mse, "l1": l1, "charbonnier": charbonnier}
-
-
-def pixel_loss(name: str) -> Callable:
-  """The pixel loss (pred, target) -> scalar called `name` in a config."""
-  if name not in PIXEL_LOSSES:
-    raise ValueError(f"Unknown pixel loss {name!r}; choose one of {sorted(PIXEL_LOSSES)}.")
-  return PIXEL_LOSSES[name]
+__all__ = ["FROZEN_NETWORKS", "OBJECTIVES", "Objective", "TERMS", "Term", "charbonnier", "gradient_penalty", "l1",
+           "load_frozen", "make_objective", "make_terms", "mse", "perceptual_loss", "register_term",
+           "wasserstein_estimate"]

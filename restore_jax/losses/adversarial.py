@@ -4,7 +4,7 @@ Every loss takes raw critic outputs (no sigmoid) of any shape, e.g. (N,) from
 a global critic or (N, H, W, 1) from a PatchGAN, and averages over all of them.
 """
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,3 +116,46 @@ def gan_losses(name: str) -> tuple[CriticLossFn, GeneratorLossFn]:
   if name not in GAN_LOSSES:
     raise ValueError(f"Unknown GAN loss {name!r}; choose one of {sorted(GAN_LOSSES)}.")
   return GAN_LOSSES[name]
+
+
+# Objectives as the step uses them: both losses take (real_logits, fake_logits).
+
+
+class Objective(NamedTuple):
+  d_loss: Callable[[jax.Array, jax.Array], jax.Array]
+  g_loss: Callable[[jax.Array, jax.Array], jax.Array]
+  uses_real_for_generator: bool = False
+
+
+def _bce(logits: jax.Array, target: float) -> jax.Array:
+  return jnp.mean(target * jax.nn.softplus(-logits) + (1.0 - target) * jax.nn.softplus(logits))
+
+
+def _ragan(label_smoothing: float) -> Objective:
+  """Relativistic average GAN in ESRGAN's form (Wang et al. 2018, eq. 1-2) for both networks."""
+  real_target = 1.0 - label_smoothing
+
+  def d_loss(real, fake):
+    return 0.5 * (_bce(real - jnp.mean(fake), real_target) + _bce(fake - jnp.mean(real), 0.0))
+
+  def g_loss(real, fake):
+    return 0.5 * (_bce(real - jnp.mean(fake), 0.0) + _bce(fake - jnp.mean(real), 1.0))
+
+  return Objective(d_loss, g_loss, uses_real_for_generator=True)
+
+
+OBJECTIVES = ("wgan", "wgan_gp", "vanilla", "lsgan", "hinge", "ragan")
+
+
+def make_objective(name: str, *, label_smoothing: float = 0.0) -> Objective:
+  """The adversarial objective called `name` (loss.adversarial), with one-sided label smoothing where it applies."""
+  if name not in OBJECTIVES:
+    raise ValueError(f"Unknown loss.adversarial {name!r}; choose one of {OBJECTIVES}.")
+  if name == "ragan":
+    return _ragan(label_smoothing)
+  if name == "vanilla":
+    return Objective(lambda r, f: _bce(r, 1.0 - label_smoothing) + _bce(f, 0.0), lambda r, f: _bce(f, 1.0))
+  if label_smoothing:
+    raise ValueError(f"loss.label_smoothing applies to the vanilla and ragan objectives, not {name!r}.")
+  critic, generator = GAN_LOSSES["wgan" if name == "wgan_gp" else name]
+  return Objective(critic, lambda r, f: generator(f))

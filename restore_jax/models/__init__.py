@@ -21,9 +21,13 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
 }
 
 
+# Keys of `generator` that say where its weights start, not what it is (restore_jax.train reads them).
+NOT_ARCHITECTURE = ("init_from", "init_from_ema")
+
+
 def _build(registry: dict[str, type[nn.Module]], kind: str, config: Mapping[str, Any]) -> nn.Module:
   """`config.name` picks the class; every other key is a constructor argument."""
-  kwargs = dict(config.items())
+  kwargs = {k: v for k, v in config.items() if k not in NOT_ARCHITECTURE}
   name = kwargs.pop("name", None)
   if name not in registry:
     raise ValueError(f"Unknown {kind} name {name!r}; known {kind}s: {sorted(registry)}. Set {kind}.name.")

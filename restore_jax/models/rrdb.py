@@ -89,7 +89,8 @@ class RRDBNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    del train  # No batch norm or dropout: the same in training and inference.
     upsample_stages = {2: 1, 4: 2}
     if self.scale not in upsample_stages:
       raise ValueError(f"RRDBNet supports scale 2 or 4, got scale={self.scale}; set generator.scale to 2 or 4.")

@@ -70,7 +70,7 @@ class VGG19WeightsNotFound(FileNotFoundError):
         "  Keras: python -c \"import keras; keras.applications.VGG19(weights='imagenet', include_top=False)\"\n"
         "    (writes ~/.keras/models/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5)\n"
         f"or point at a file with --config.{CONFIG_KEY}=/path/to/weights (.pth, .h5 or .npz), "
-        f"or set --config.loss.perceptual.weight=0 to train without the perceptual loss.")
+        f"or set --config.loss.terms.perceptual=0 to train without the perceptual loss.")
     self.searched = searched
 
 

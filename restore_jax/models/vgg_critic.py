@@ -37,7 +37,8 @@ class VGGCritic(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    del train  # No batch norm: the same in training and inference.
     if self.input_size % _DOWNSAMPLE:
       raise ValueError(
           f"VGGCritic input_size must be a multiple of {_DOWNSAMPLE} (five stride-2 stages), got "
@@ -53,6 +54,7 @@ class VGGCritic(nn.Module):
       x = nn.Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                   name=f"conv{stage}_1")(x)
       x = _lrelu(x)
+      self.sow("intermediates", "features", x)  # For a feature-matching loss on the critic's stages.
     x = x.reshape(x.shape[0], -1)
     x = _lrelu(nn.Dense(100, dtype=self.dtype, name="linear1")(x))
     x = nn.Dense(1, dtype=self.dtype, name="linear2")(x)
