@@ -18,7 +18,7 @@ Networks" adds it to L1 for that reason. This is the metric's MS-SSIM
   scaling to their total rather than to 1 keeps scales=5 exactly the
   published MS-SSIM, and tf's.) The coarsest kept scale contributes full SSIM
   (luminance included), as in the original.
-  `window_size` shrinks the window instead (or as well); sigma stays 1.5;
+  `window_size` shrinks the window instead (or as well), `sigma` (1.5) its width;
 - a finite gradient everywhere (see _safe_power).
 
 The smallest side that fits is 2**(scales - 1) * (window_size - 1) + 1:
@@ -93,7 +93,8 @@ def ms_ssim_loss(
   target. Defined (with a finite gradient) for flat and black images too: the
   SSIM ratios have denominators of at least C1 = 1e-4 and C2 = 9e-4, and
   there is no square root. float64 inputs are kept (for gradient checks);
-  anything narrower is computed in float32.
+  anything narrower is computed in float32. Differentiable in reverse mode
+  (jax.grad; the Gaussian filter has a custom gradient), not with jax.jvp.
 
   Args:
     pred, target: (N, H, W, C), the same shape; H and W at least
