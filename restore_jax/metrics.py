@@ -33,6 +33,12 @@ row/column), contrast-structure at scales 1-4 and full SSIM at scale 5, each
 clipped at 0 before the power. The coarsest scale must still hold the 11-px
 window, so images need at least MS_SSIM_MIN_SIZE = 161 pixels per side (after
 cropping).
+
+The SSIM machinery itself (Gaussian window, local statistics, K1/K2, the 2x2
+pooling between scales) takes the data range, window size and sigma as
+arguments and knows nothing of 8-bit levels: ssim_maps and ms_ssim_terms are
+shared with the MS-SSIM training loss (restore_jax.losses.ssim), which calls
+them on unrounded [0, 1] images with data range 1.
 """
 
 import functools
@@ -62,9 +68,20 @@ _K1, _K2 = 0.01, 0.03
 # "Multiscale structural similarity for image quality assessment" (and the
 # default power_factors of tf.image.ssim_multiscale).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-# Each of the 4 halvings rounds up, so the coarsest side is ceil(side / 16),
-# and it must be >= the window: side >= 16 * (11 - 1) + 1.
-MS_SSIM_MIN_SIZE = 2**(len(MS_SSIM_WEIGHTS) - 1) * (SSIM_WINDOW - 1) + 1
+
+
+def ms_ssim_min_size(num_scales: int, window_size: int) -> int:
+  """The smallest image side on which `num_scales` scales of a `window_size` window fit.
+
+  Each of the num_scales - 1 halvings rounds up, so the coarsest side is
+  ceil(side / 2**(num_scales - 1)), and it must be >= the window:
+  side >= 2**(num_scales - 1) * (window_size - 1) + 1.
+  """
+  return 2**(num_scales - 1) * (window_size - 1) + 1
+
+
+# 16 * (11 - 1) + 1 = 161.
+MS_SSIM_MIN_SIZE = ms_ssim_min_size(len(MS_SSIM_WEIGHTS), SSIM_WINDOW)
 
 
 def to_uint8_levels(x: jax.Array) -> jax.Array:
@@ -166,71 +183,116 @@ def psnr(
   return 10.0 * jnp.log10(_PEAK**2 / mse)
 
 
-def _gaussian_window() -> np.ndarray:
-  """The 1-D factor of the 11x11 Gaussian window (MATLAB's fspecial), summing to 1.
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+  """The 1-D factor of the size x size Gaussian window (MATLAB's fspecial), float64 summing to 1.
 
   fspecial's 2-D window is exp(-(i^2 + j^2) / (2 sigma^2)) normalised, which
   is the outer product of this normalised 1-D window with itself.
   """
-  offsets = np.arange(SSIM_WINDOW, dtype=np.float64) - (SSIM_WINDOW - 1) / 2
-  window = np.exp(-offsets**2 / (2 * SSIM_SIGMA**2))
-  return (window / window.sum()).astype(np.float32)
+  offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
+  window = np.exp(-offsets**2 / (2 * sigma**2))
+  return window / window.sum()
 
 
 # Output pixels per block of the banded matrix product in _filter_last_axis.
 _FILTER_BLOCK = 32
 
 
-def _band_matrix(block: int) -> np.ndarray:
-  """(block + 10, block) matrix whose column j holds the window at rows j..j+10."""
-  window = _gaussian_window()
-  band = np.zeros((block + SSIM_WINDOW - 1, block), np.float32)
+def _band_matrix(block: int, window: np.ndarray) -> np.ndarray:
+  """(block + len(window) - 1, block) matrix whose column j holds the window at rows j, j+1, ..."""
+  band = np.zeros((block + len(window) - 1, block), np.float64)
   for column in range(block):
-    band[column:column + SSIM_WINDOW, column] = window
+    band[column:column + len(window), column] = window
   return band
 
 
-def _filter_last_axis(images: jax.Array) -> jax.Array:
-  """'Valid' 1-D Gaussian filter along the last axis, as blocked banded matrix products.
+def _banded_filter(images: jax.Array, window: np.ndarray) -> jax.Array:
+  """'Valid' 1-D filter along the last axis, as blocked banded matrix products.
 
   Outputs are cut into blocks of _FILTER_BLOCK; a block reads its own inputs
-  and the 10 after them, so it is one small (block + 10, block) matmul. On
-  CPU this runs ~10x faster than lax.conv on one-channel planes and compiles
-  ~2x faster than summing 11 shifted slices, which matters both for whole
-  2040x1356 DIV2K images and for the many shapes a test suite compiles.
+  and the len(window) - 1 after them, so it is one small matmul. On CPU this
+  runs ~10x faster than lax.conv on one-channel planes and compiles ~2x faster
+  than summing shifted slices, which matters both for whole 2040x1356 DIV2K
+  images and for the many shapes a test suite compiles.
   """
   size = images.shape[-1]
-  out_size = size - (SSIM_WINDOW - 1)
+  out_size = size - (len(window) - 1)
   num_blocks = -(-out_size // _FILTER_BLOCK)
-  padding = num_blocks * _FILTER_BLOCK + SSIM_WINDOW - 1 - size
+  padding = num_blocks * _FILTER_BLOCK + len(window) - 1 - size
   images = jnp.pad(images, [(0, 0)] * (images.ndim - 1) + [(0, padding)])
   starts = np.arange(num_blocks)[:, None] * _FILTER_BLOCK
-  blocks = images[..., starts + np.arange(_FILTER_BLOCK + SSIM_WINDOW - 1)]
-  band = jnp.asarray(_band_matrix(_FILTER_BLOCK))
+  blocks = images[..., starts + np.arange(_FILTER_BLOCK + len(window) - 1)]
+  # The window is rounded to the images' dtype once, then placed in the band.
+  band = jnp.asarray(_band_matrix(_FILTER_BLOCK, window.astype(images.dtype)), images.dtype)
   # HIGHEST: no TF32/bf16 passes on GPU/TPU; these are 0..255-scale moments.
   filtered = jnp.matmul(blocks, band, precision=jax.lax.Precision.HIGHEST)
   return filtered.reshape(*filtered.shape[:-2], -1)[..., :out_size]
 
 
-def _gaussian_filter_valid(images: jax.Array) -> jax.Array:
-  """Local Gaussian means of NHWC images, 'valid' positions only: (N, H-10, W-10, C).
+@functools.lru_cache(maxsize=None)
+def _valid_filter(window: tuple[float, ...]):
+  """_banded_filter with `window`, with the filter's own transpose as its gradient.
+
+  The filter is linear, and its transpose is the 'full' filter with the
+  reversed window: pad the cotangent with len(window) - 1 zeros on both sides
+  and filter it again. That costs one more forward pass, where autodiff of
+  the gather in _banded_filter would scatter-add (~2x slower on CPU). Being a
+  custom_vjp, it supports reverse-mode autodiff (grad) only, not jvp.
+  """
+  forward_window, reversed_window = np.asarray(window), np.asarray(window[::-1])
+
+  @jax.custom_vjp
+  def apply(images):
+    return _banded_filter(images, forward_window)
+
+  def apply_forward(images):
+    return apply(images), None
+
+  def apply_backward(_, cotangent):
+    overlap = len(window) - 1
+    padded = jnp.pad(cotangent, [(0, 0)] * (cotangent.ndim - 1) + [(overlap, overlap)])
+    return (_banded_filter(padded, reversed_window),)
+
+  apply.defvjp(apply_forward, apply_backward)
+  return apply
+
+
+def _filter_last_axis(images: jax.Array, window: np.ndarray) -> jax.Array:
+  """'Valid' 1-D filter of the last axis by `window` (float64 numpy), differentiable."""
+  return _valid_filter(tuple(window.tolist()))(images)
+
+
+def _gaussian_filter_valid(images: jax.Array, window: np.ndarray) -> jax.Array:
+  """Local Gaussian means of NHWC images, 'valid' positions only: (N, H-k+1, W-k+1, C).
 
   The 2-D window is separable: filter H, then W, each moved to the last axis.
   """
   for axis in (1, 2):
-    images = jnp.moveaxis(_filter_last_axis(jnp.moveaxis(images, axis, -1)), -1, axis)
+    images = jnp.moveaxis(_filter_last_axis(jnp.moveaxis(images, axis, -1), window), -1, axis)
   return images
 
 
-def _ssim_maps(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Luminance and contrast-structure maps of NHWC levels (data range 255).
+def ssim_maps(
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    data_range: float,
+    window_size: int = SSIM_WINDOW,
+    sigma: float = SSIM_SIGMA,
+) -> tuple[jax.Array, jax.Array]:
+  """Luminance and contrast-structure maps of NHWC images, 'valid' window positions only.
+
+  The metrics call it on 0..255 levels (data_range 255), the MS-SSIM loss on
+  [0, 1] images (data_range 1): C1 = (K1 data_range)^2, C2 = (K2 data_range)^2.
+  Both maps are smooth in x and y (no square roots; the denominators are at
+  least C1 and C2), so the loss can differentiate through them.
 
   Variances come from E[x^2] - E[x]^2, which in float32 loses precision on
   0..255 values; each image is first centred on its own mean (variances and
   covariance do not change), which keeps the squares small.
   """
-  c1 = (_K1 * _PEAK)**2
-  c2 = (_K2 * _PEAK)**2
+  c1 = (_K1 * data_range)**2
+  c2 = (_K2 * data_range)**2
   x_shift = jnp.mean(x, axis=(1, 2), keepdims=True)
   y_shift = jnp.mean(y, axis=(1, 2), keepdims=True)
   x_centred, y_centred = x - x_shift, y - y_shift
@@ -238,7 +300,9 @@ def _ssim_maps(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
   moments = jnp.concatenate(
       [x_centred, y_centred, x_centred * x_centred, y_centred * y_centred, x_centred * y_centred],
       axis=0)
-  mean_x, mean_y, mean_xx, mean_yy, mean_xy = jnp.split(_gaussian_filter_valid(moments), 5, axis=0)
+  window = gaussian_window(window_size, sigma)
+  mean_x, mean_y, mean_xx, mean_yy, mean_xy = jnp.split(
+      _gaussian_filter_valid(moments, window), 5, axis=0)
   var_x = mean_xx - mean_x * mean_x
   var_y = mean_yy - mean_y * mean_y
   cov_xy = mean_xy - mean_x * mean_y
@@ -277,18 +341,49 @@ def ssim(
   options = dict(crop_border=crop_border, y_channel=y_channel, round_to_uint8=round_to_uint8)
   x_levels, y_levels = _prepare_pair("ssim", x, y, options)
   _check_window_fits("ssim", x_levels, SSIM_WINDOW)
-  luminance, contrast_structure = _ssim_maps(_as_batch(x_levels), _as_batch(y_levels))
+  luminance, contrast_structure = ssim_maps(_as_batch(x_levels), _as_batch(y_levels),
+                                            data_range=_PEAK)
   per_image = jnp.mean(luminance * contrast_structure, axis=(1, 2, 3))
   return per_image if x.ndim == 4 else per_image[0]
 
 
-def _halve(images: jax.Array) -> jax.Array:
+def halve(images: jax.Array) -> jax.Array:
   """2x2 average pooling of NHWC; an odd side first repeats its last row/column (as tf)."""
   _, height, width, _ = images.shape
   images = jnp.pad(images, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
   batch, height, width, channels = images.shape
   blocks = images.reshape(batch, height // 2, 2, width // 2, 2, channels)
   return jnp.mean(blocks, axis=(2, 4))
+
+
+def ms_ssim_terms(
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    num_scales: int,
+    data_range: float,
+    window_size: int = SSIM_WINDOW,
+    sigma: float = SSIM_SIGMA,
+) -> jax.Array:
+  """The per-scale factors of MS-SSIM, before clipping and powers: (N, C, num_scales).
+
+  Scale 1 is the input, each next one its halve(); factor s is the mean
+  contrast-structure of scale s, except at the coarsest scale, where it is the
+  mean SSIM (luminance times contrast-structure), as in Wang, Simoncelli &
+  Bovik (2003). The caller checks that the window fits the coarsest scale
+  (ms_ssim_min_size) and combines the factors with its weights.
+  """
+  options = dict(data_range=data_range, window_size=window_size, sigma=sigma)
+  factors = []
+  for index in range(num_scales):
+    if index > 0:
+      x, y = halve(x), halve(y)
+    luminance, contrast_structure = ssim_maps(x, y, **options)
+    if index == num_scales - 1:
+      factors.append(jnp.mean(luminance * contrast_structure, axis=(1, 2)))
+    else:
+      factors.append(jnp.mean(contrast_structure, axis=(1, 2)))
+  return jnp.stack(factors, axis=-1)
 
 
 @_metric
@@ -308,17 +403,11 @@ def ms_ssim(
   options = dict(crop_border=crop_border, y_channel=y_channel, round_to_uint8=round_to_uint8)
   x_levels, y_levels = _prepare_pair("ms_ssim", x, y, options)
   _check_window_fits("ms_ssim", x_levels, MS_SSIM_MIN_SIZE)
-  x_scale, y_scale = _as_batch(x_levels), _as_batch(y_levels)
+  factors = ms_ssim_terms(_as_batch(x_levels), _as_batch(y_levels),
+                          num_scales=len(MS_SSIM_WEIGHTS), data_range=_PEAK)
   per_channel = 1.0
   for index, weight in enumerate(MS_SSIM_WEIGHTS):
-    if index > 0:
-      x_scale, y_scale = _halve(x_scale), _halve(y_scale)
-    luminance, contrast_structure = _ssim_maps(x_scale, y_scale)
-    if index == len(MS_SSIM_WEIGHTS) - 1:
-      term = jnp.mean(luminance * contrast_structure, axis=(1, 2))
-    else:
-      term = jnp.mean(contrast_structure, axis=(1, 2))
-    # Per channel (N, C); clipped at 0 as tf does, so a negative term gives 0.
-    per_channel = per_channel * jnp.power(jnp.maximum(term, 0.0), weight)
+    # Per channel (N, C); clipped at 0 as tf does, so a negative factor gives 0.
+    per_channel = per_channel * jnp.power(jnp.maximum(factors[..., index], 0.0), weight)
   per_image = jnp.mean(per_channel, axis=-1)
   return per_image if x.ndim == 4 else per_image[0]

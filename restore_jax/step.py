@@ -51,15 +51,6 @@ def keep_if(ok: jax.Array, new, old):
   return jax.lax.cond(ok, lambda n, o: n, lambda n, o: o, new, old)
 
 
-def instance_noise_std(config: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
-  """Std of the instance noise at `step`: loss.instance_noise, falling linearly to 0 over instance_noise_steps."""
-  lc = config.loss
-  start, steps = float(lc.get("instance_noise", 0.0)), int(lc.get("instance_noise_steps", 0))
-  if steps <= 0:
-    return jnp.asarray(start, jnp.float32)
-  return start * jnp.clip(1.0 - step.astype(jnp.float32) / steps, 0.0, 1.0)
-
-
 def make_train_step(
     config: ml_collections.ConfigDict,
     generator: nn.Module,
@@ -83,7 +74,11 @@ def make_train_step(
     raise ValueError("loss.mismatch_weight needs a conditional discriminator (discriminator_conditional=True): "
                      "mismatched pairs are a condition with another example's image.")
   feature_matching = float(lc.get("feature_matching", 0.0))
-  use_noise = float(lc.get("instance_noise", 0.0)) > 0
+  noise_start, noise_steps = float(lc.get("instance_noise", 0.0)), int(lc.get("instance_noise_steps", 0))
+  if noise_start < 0 or noise_steps < 0:
+    raise ValueError(f"loss.instance_noise and loss.instance_noise_steps must be >= 0, got {noise_start} and "
+                     f"{noise_steps}.")
+  use_noise = noise_start > 0
   n_critic = int(config.optim.n_critic)
   if n_critic < 1:
     raise ValueError(f"optim.n_critic must be >= 1, got {n_critic}.")
@@ -101,7 +96,7 @@ def make_train_step(
     if conditional:
       images = jnp.concatenate([condition, images], axis=-1)
     if use_noise:
-      images = images + noise_std * jax.random.normal(noise_key, images.shape, images.dtype)
+      images = losses.add_instance_noise(images, noise_key, noise_std)
     collections = ["batch_stats", "intermediates"] if features else ["batch_stats"]
     logits, updates = discriminator.apply({"params": d_params, "batch_stats": d_stats}, images, train=True,
                                           mutable=collections)
@@ -154,7 +149,8 @@ def make_train_step(
 
   def train_step(state: GANState, batches: Batch, frozen: Frozen) -> tuple[GANState, Metrics]:
     rng, critic_rng, g_rng, noise_rng = jax.random.split(state.rng, 4)
-    noise_std = instance_noise_std(config, state.step)
+    noise_std = (losses.instance_noise_sigma(state.step, initial=noise_start, anneal_steps=noise_steps)
+                 if use_noise and noise_steps else jnp.float32(noise_start))
     generator_input = lambda b: task_lib.generator_input(b["input"], b.get("mask"), task)
     batch_at = lambda k: jax.tree.map(lambda leaf: leaf[k], batches)
     g_params, g_stats = state.generator.params, state.generator.batch_stats
@@ -202,8 +198,7 @@ def make_train_step(
       total = total + adv_weight * adversarial
       aux["g_adversarial"] = adversarial
       if feature_matching > 0:
-        matching = sum(jnp.mean(jnp.abs(f - jax.lax.stop_gradient(r))) for f, r in zip(fake_features, real_features))
-        matching = matching / max(len(fake_features), 1)
+        matching = losses.feature_matching_loss(real_features, fake_features)
         total = total + jnp.where(adversarial_on, feature_matching, 0.0) * matching
         aux["g_feature_matching"] = matching
       aux["g_loss"] = total

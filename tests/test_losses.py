@@ -1,15 +1,16 @@
 """Losses against hand-computed values, torch, and finite differences."""
 
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from configs import common
 from restore_jax import losses
 
 # ---------------------------------------------------------------- pixel losses
@@ -36,58 +37,39 @@ def test_pixel_losses_match_torch_on_nhwc():
   np.testing.assert_allclose(losses.l1(pred, target), F.l1_loss(tp, tt).item(), rtol=1e-5)
 
 
-def test_pixel_loss_registry():
-  assert losses.pixel_loss("mse") is losses.mse
-  assert losses.pixel_loss("l1") is losses.l1
-  assert losses.pixel_loss("charbonnier") is losses.charbonnier
-  with pytest.raises(ValueError, match="charbonnier"):
-    losses.pixel_loss("l2")
+def test_term_registry_builds_the_weighted_terms_a_config_names():
+  config = common.base_config().loss
+  config.terms = ml_collections.ConfigDict({"l1": 1.0, "mse": 0.0, "ms_ssim": 0.84, "cosine": 0.5})
+  terms = losses.make_terms(config)
+  assert sorted(terms) == ["cosine", "l1", "ms_ssim"]  # A zero weight switches a term off.
+  pred = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+  target = np.random.default_rng(1).random((2, 64, 64, 3), dtype=np.float32)
+  weight, l1_term = terms["l1"]
+  assert weight == 1.0
+  np.testing.assert_allclose(l1_term.fn(pred, target, {}), np.mean(np.abs(pred - target)), rtol=1e-6)
+  assert terms["cosine"][0] == 0.5 and terms["ms_ssim"][1].frozen == ()
+  config.terms = ml_collections.ConfigDict({"l2": 1.0})
+  with pytest.raises(ValueError, match="loss.terms.l2"):
+    losses.make_terms(config)
+  config.terms = ml_collections.ConfigDict({"l1": -1.0})
+  with pytest.raises(ValueError, match="loss.terms.l1"):
+    losses.make_terms(config)
 
 
-# ---------------------------------------------------------------- GAN losses
+def test_perceptual_term_needs_vgg19_and_says_so():
+  config = common.base_config().loss
+  config.terms = ml_collections.ConfigDict({"perceptual": 1.0})
+  terms = losses.make_terms(config)
+  assert terms["perceptual"][1].frozen == ("vgg19",)
+
 
 REAL_SCORES = np.array([2.0, -1.0], np.float32)
 FAKE_SCORES = np.array([0.5, -3.0], np.float32)
 
 
-def test_wgan_losses_hand_computed():
+def test_wasserstein_estimate_hand_computed():
   # mean(real) = 0.5, mean(fake) = -1.25.
-  np.testing.assert_allclose(losses.wgan_critic_loss(REAL_SCORES, FAKE_SCORES), -1.75)
-  np.testing.assert_allclose(losses.wgan_generator_loss(FAKE_SCORES), 1.25)
   np.testing.assert_allclose(losses.wasserstein_estimate(REAL_SCORES, FAKE_SCORES), 1.75)
-
-
-@pytest.mark.parametrize("name, critic_expected, generator_expected", [
-    ("wgan", -1.75, 1.25),
-    # 0.5 * mean([1, 4]) + 0.5 * mean([0.25, 9]);  0.5 * mean([0.25, 16]).
-    ("lsgan", 1.25 + 2.3125, 4.0625),
-    # mean(relu(1 - real)) = mean([0, 2]); mean(relu(1 + fake)) = mean([1.5, 0]); -mean(fake).
-    ("hinge", 1.0 + 0.75, 1.25),
-])
-def test_gan_losses_hand_computed(name, critic_expected, generator_expected):
-  critic_loss, generator_loss = losses.gan_losses(name)
-  np.testing.assert_allclose(critic_loss(REAL_SCORES, FAKE_SCORES), critic_expected, rtol=1e-6)
-  np.testing.assert_allclose(generator_loss(FAKE_SCORES), generator_expected, rtol=1e-6)
-
-
-def test_vanilla_gan_matches_torch_bce_with_logits():
-  # Includes large logits, where a naive log(sigmoid) would overflow.
-  real = np.array([2.0, -1.0, 40.0, -90.0], np.float32)
-  fake = np.array([0.5, -3.0, 95.0, -60.0], np.float32)
-  tr, tf = torch.from_numpy(real), torch.from_numpy(fake)
-  bce = F.binary_cross_entropy_with_logits
-  critic_expected = bce(tr, torch.ones_like(tr)) + bce(tf, torch.zeros_like(tf))
-  generator_expected = bce(tf, torch.ones_like(tf))  # non-saturating
-  critic_loss, generator_loss = losses.gan_losses("vanilla")
-  np.testing.assert_allclose(critic_loss(real, fake), critic_expected.item(), rtol=1e-5)
-  np.testing.assert_allclose(generator_loss(fake), generator_expected.item(), rtol=1e-5)
-  # Hand-computed small case: -log sigmoid(0) = log 2 on both sides.
-  np.testing.assert_allclose(critic_loss(np.zeros(3), np.zeros(3)), 2 * math.log(2), rtol=1e-6)
-
-
-def test_gan_losses_unknown_name():
-  with pytest.raises(ValueError, match="hinge"):
-    losses.gan_losses("relativistic")
 
 
 # ---------------------------------------------------------------- gradient penalty

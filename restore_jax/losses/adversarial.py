@@ -2,16 +2,14 @@
 
 Every loss takes raw critic outputs (no sigmoid) of any shape, e.g. (N,) from
 a global critic or (N, H, W, 1) from a PatchGAN, and averages over all of them.
+make_objective(name) gives the pair of losses the step uses.
 """
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-CriticLossFn = Callable[[jax.Array, jax.Array], jax.Array]
-GeneratorLossFn = Callable[[jax.Array], jax.Array]
-
 
 # WGAN (Arjovsky et al. 2017) with gradient penalty (Gulrajani et al. 2017).
 
@@ -74,88 +72,151 @@ def gradient_penalty(
   return penalty, {"gp_grad_norm": jnp.mean(norms)}
 
 
-# Alternatives for the other recipes (survey, seed 002).
-
-
-def vanilla_critic_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
-  """Binary cross-entropy on logits: -log sigmoid(D(real)) - log(1 - sigmoid(D(fake)))."""
-  return jnp.mean(jax.nn.softplus(-real_scores)) + jnp.mean(jax.nn.softplus(fake_scores))
-
-
-def vanilla_generator_loss(fake_scores: jax.Array) -> jax.Array:
-  """Non-saturating -log sigmoid(D(fake)) (Goodfellow et al. 2014): strong early gradients."""
-  return jnp.mean(jax.nn.softplus(-fake_scores))
-
-
-def lsgan_critic_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
-  """Least squares with targets real = 1, fake = 0, halved as in Mao et al. 2017."""
-  return 0.5 * jnp.mean(jnp.square(real_scores - 1.0)) + 0.5 * jnp.mean(jnp.square(fake_scores))
-
-
-def lsgan_generator_loss(fake_scores: jax.Array) -> jax.Array:
-  """Least squares pulling D(fake) to the real target 1 (Mao et al. 2017)."""
-  return 0.5 * jnp.mean(jnp.square(fake_scores - 1.0))
-
-
 def hinge_critic_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
   """Hinge (Lim & Ye 2017, SN-GAN): only scores inside the unit margin contribute."""
   return jnp.mean(jax.nn.relu(1.0 - real_scores)) + jnp.mean(jax.nn.relu(1.0 + fake_scores))
 
 
-GAN_LOSSES: dict[str, tuple[CriticLossFn, GeneratorLossFn]] = {
-    "wgan": (wgan_critic_loss, wgan_generator_loss),
-    "vanilla": (vanilla_critic_loss, vanilla_generator_loss),
-    "lsgan": (lsgan_critic_loss, lsgan_generator_loss),
-    # The hinge generator loss is the WGAN one: -E[D(fake)].
-    "hinge": (hinge_critic_loss, wgan_generator_loss),
-}
-
-
-def gan_losses(name: str) -> tuple[CriticLossFn, GeneratorLossFn]:
-  """(critic_loss_fn(real_scores, fake_scores), generator_loss_fn(fake_scores)) by name."""
-  if name not in GAN_LOSSES:
-    raise ValueError(f"Unknown GAN loss {name!r}; choose one of {sorted(GAN_LOSSES)}.")
-  return GAN_LOSSES[name]
-
-
-# Objectives as the step uses them: both losses take (real_logits, fake_logits).
+# Objectives by name: both losses take (real_logits, fake_logits).
 
 
 class Objective(NamedTuple):
+  """The two sides of an adversarial game, both (real_logits, fake_logits) -> scalar.
+
+  d_loss is minimised by the discriminator, g_loss by the generator. Only the
+  relativistic objective reads real_logits in g_loss; uses_real_for_generator
+  tells the step whether it must run the discriminator on real images in the
+  generator update at all.
+  """
   d_loss: Callable[[jax.Array, jax.Array], jax.Array]
   g_loss: Callable[[jax.Array, jax.Array], jax.Array]
-  uses_real_for_generator: bool = False
+  uses_real_for_generator: bool
 
 
-def _bce(logits: jax.Array, target: float) -> jax.Array:
+def _bce_with_logits(logits: jax.Array, target: float) -> jax.Array:
+  """mean of -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], stable for any logit.
+
+  -log sigmoid(x) = softplus(-x) and -log(1 - sigmoid(x)) = softplus(x).
+  """
   return jnp.mean(target * jax.nn.softplus(-logits) + (1.0 - target) * jax.nn.softplus(logits))
 
 
-def _ragan(label_smoothing: float) -> Objective:
-  """Relativistic average GAN in ESRGAN's form (Wang et al. 2018, eq. 1-2) for both networks."""
-  real_target = 1.0 - label_smoothing
-
-  def d_loss(real, fake):
-    return 0.5 * (_bce(real - jnp.mean(fake), real_target) + _bce(fake - jnp.mean(real), 0.0))
-
-  def g_loss(real, fake):
-    return 0.5 * (_bce(real - jnp.mean(fake), 0.0) + _bce(fake - jnp.mean(real), 1.0))
-
-  return Objective(d_loss, g_loss, uses_real_for_generator=True)
+def _vanilla_d_loss(real_logits, fake_logits, *, real_target):
+  return _bce_with_logits(real_logits, real_target) + _bce_with_logits(fake_logits, 0.0)
 
 
-OBJECTIVES = ("wgan", "wgan_gp", "vanilla", "lsgan", "hinge", "ragan")
+def _vanilla_g_loss(real_logits, fake_logits):
+  del real_logits  # Non-saturating: -log sigmoid(D(fake)) (Goodfellow et al. 2014).
+  return _bce_with_logits(fake_logits, 1.0)
+
+
+def _lsgan_d_loss(real_logits, fake_logits, *, real_target):
+  return (0.5 * jnp.mean(jnp.square(real_logits - real_target)) +
+          0.5 * jnp.mean(jnp.square(fake_logits)))
+
+
+def _lsgan_g_loss(real_logits, fake_logits):
+  del real_logits  # Least squares pulling D(fake) to the real target 1, halved (Mao et al. 2017).
+  return 0.5 * jnp.mean(jnp.square(fake_logits - 1.0))
+
+
+def _wgan_g_loss(real_logits, fake_logits):
+  del real_logits  # Also the hinge generator loss (Lim & Ye 2017; Miyato et al. 2018).
+  return wgan_generator_loss(fake_logits)
+
+
+def _ragan_d_loss(real_logits, fake_logits, *, real_target):
+  """ESRGAN's discriminator loss (Wang et al. 2018, eq. 1), halved.
+
+  D_Ra(a, b) = sigmoid(C(a) - mean C(b)) (Jolicoeur-Martineau 2018): the
+  discriminator says how much more realistic a real image is than the average
+  fake, and a fake than the average real. Gradients flow through both means,
+  as the equation (and ESRGAN's original code) has it.
+  """
+  real_vs_fake = real_logits - jnp.mean(fake_logits)
+  fake_vs_real = fake_logits - jnp.mean(real_logits)
+  return 0.5 * (_bce_with_logits(real_vs_fake, real_target) + _bce_with_logits(fake_vs_real, 0.0))
+
+
+def _ragan_g_loss(real_logits, fake_logits):
+  """ESRGAN's generator loss (Wang et al. 2018, eq. 2), halved: the mirror image of the D loss.
+
+  Real logits are constants here (the generator cannot change them); it still
+  learns from them, pushing fakes to look more real than the average real.
+  """
+  real_logits = jax.lax.stop_gradient(real_logits)
+  real_vs_fake = real_logits - jnp.mean(fake_logits)
+  fake_vs_real = fake_logits - jnp.mean(real_logits)
+  return 0.5 * (_bce_with_logits(real_vs_fake, 0.0) + _bce_with_logits(fake_vs_real, 1.0))
+
+
+def _wgan(real_target: float) -> Objective:
+  del real_target
+  return Objective(wgan_critic_loss, _wgan_g_loss, uses_real_for_generator=False)
+
+
+def _hinge(real_target: float) -> Objective:
+  del real_target
+  return Objective(hinge_critic_loss, _wgan_g_loss, uses_real_for_generator=False)
+
+
+def _vanilla(real_target: float) -> Objective:
+  d_loss = functools.partial(_vanilla_d_loss, real_target=real_target)
+  return Objective(d_loss, _vanilla_g_loss, uses_real_for_generator=False)
+
+
+def _lsgan(real_target: float) -> Objective:
+  d_loss = functools.partial(_lsgan_d_loss, real_target=real_target)
+  return Objective(d_loss, _lsgan_g_loss, uses_real_for_generator=False)
+
+
+def _ragan(real_target: float) -> Objective:
+  d_loss = functools.partial(_ragan_d_loss, real_target=real_target)
+  return Objective(d_loss, _ragan_g_loss, uses_real_for_generator=True)
+
+
+# name -> (builder taking the discriminator's real target, whether label smoothing means anything).
+_OBJECTIVES: dict[str, tuple[Callable[[float], Objective], bool]] = {
+    # Arjovsky et al. 2017; no Lipschitz constraint of its own.
+    "wgan": (_wgan, False),
+    # The same losses; the name tells the step to add gradient_penalty (Gulrajani et al. 2017).
+    "wgan_gp": (_wgan, False),
+    # Goodfellow et al. 2014, non-saturating generator loss.
+    "vanilla": (_vanilla, True),
+    # Mao et al. 2017, targets real = 1, fake = 0, halved.
+    "lsgan": (_lsgan, True),
+    # Lim & Ye 2017; Miyato et al. 2018 (SN-GAN).
+    "hinge": (_hinge, False),
+    # Relativistic average GAN (Jolicoeur-Martineau 2018) in ESRGAN's form (Wang et al. 2018).
+    "ragan": (_ragan, True),
+}
+OBJECTIVE_NAMES = tuple(_OBJECTIVES)
+
+# Salimans et al. 2016 used a real target of 0.9 (smoothing 0.1); at 0.5 and
+# above a real image would be scored as more fake than real.
+_MAX_LABEL_SMOOTHING = 0.5
 
 
 def make_objective(name: str, *, label_smoothing: float = 0.0) -> Objective:
-  """The adversarial objective called `name` (loss.adversarial), with one-sided label smoothing where it applies."""
-  if name not in OBJECTIVES:
-    raise ValueError(f"Unknown loss.adversarial {name!r}; choose one of {OBJECTIVES}.")
-  if name == "ragan":
-    return _ragan(label_smoothing)
-  if name == "vanilla":
-    return Objective(lambda r, f: _bce(r, 1.0 - label_smoothing) + _bce(f, 0.0), lambda r, f: _bce(f, 1.0))
-  if label_smoothing:
-    raise ValueError(f"loss.label_smoothing applies to the vanilla and ragan objectives, not {name!r}.")
-  critic, generator = GAN_LOSSES["wgan" if name == "wgan_gp" else name]
-  return Objective(critic, lambda r, f: generator(f))
+  """The adversarial objective called `name` (loss.adversarial in a config).
+
+  Args:
+    name: one of OBJECTIVE_NAMES: wgan, wgan_gp, vanilla, lsgan, hinge, ragan.
+    label_smoothing: one-sided label smoothing (Salimans et al. 2016): the
+      real target in the discriminator's loss becomes 1 - label_smoothing;
+      the generator's targets and the fake target stay. Only for the
+      objectives with targets (vanilla, lsgan, ragan), in [0, 0.5).
+  """
+  if name not in _OBJECTIVES:
+    raise ValueError(f"Unknown loss.adversarial {name!r}; choose one of {list(OBJECTIVE_NAMES)}.")
+  build, has_targets = _OBJECTIVES[name]
+  if not 0.0 <= label_smoothing < _MAX_LABEL_SMOOTHING:
+    raise ValueError(
+        f"loss.label_smoothing must be in [0, {_MAX_LABEL_SMOOTHING}) (0.1 in Salimans et al. 2016), "
+        f"got {label_smoothing!r}.")
+  if label_smoothing > 0 and not has_targets:
+    with_targets = [n for n, (_, targets) in _OBJECTIVES.items() if targets]
+    raise ValueError(
+        f"loss.label_smoothing={label_smoothing} means nothing for loss.adversarial={name!r}, which "
+        f"has no target labels to smooth; set it to 0 or use one of {with_targets}.")
+  return build(1.0 - float(label_smoothing))

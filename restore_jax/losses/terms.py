@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from restore_jax.losses import pixel
+from restore_jax.losses import color, pixel, ssim
 
 TermFn = Callable[[jax.Array, jax.Array, Mapping[str, Any]], jax.Array]
 
@@ -68,6 +68,23 @@ def _pixel(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> TermFactory:
 
 for _name, _fn in (("l1", pixel.l1), ("mse", pixel.mse), ("charbonnier", pixel.charbonnier)):
   TERMS[_name] = _pixel(_fn)
+
+
+@register_term("ms_ssim")
+def ms_ssim(loss_config: Any) -> Term:
+  """1 - MS-SSIM (Zhao et al. 2017), options in loss.ms_ssim: scales, window_size, sigma."""
+  options = dict(loss_config.get("ms_ssim") or {})
+  unknown = sorted(set(options) - {"scales", "window_size", "sigma"})
+  if unknown:
+    raise ValueError(f"loss.ms_ssim has no option(s) {unknown}; it takes scales, window_size and sigma.")
+  return Term(lambda restored, target, frozen: ssim.ms_ssim_loss(restored, target, **options))
+
+
+@register_term("cosine")
+def cosine(loss_config: Any) -> Term:
+  """1 - cosine similarity of RGB vectors per pixel: keeps colours where SSIM-like terms do not."""
+  del loss_config
+  return Term(lambda restored, target, frozen: color.cosine_loss(restored, target))
 
 
 @register_term("perceptual")
