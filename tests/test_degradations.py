@@ -106,7 +106,7 @@ def test_bicubic_degradation_from_config():
   config = ml_collections.ConfigDict(dict(name="bicubic", scale=4))
   degrade = make_degradation(config)
   hr = skimage.data.chelsea()[:64, :48].astype(np.float32) / 255.0
-  lr = degrade(hr, np.random.default_rng(0))
+  lr = degrade(hr, np.random.default_rng(0))["input"]
   assert lr.shape == (16, 12, 3) and lr.dtype == np.float32
   assert lr.min() >= 0.0 and lr.max() <= 1.0
   np.testing.assert_allclose(lr, np.clip(imresize(hr, 0.25), 0, 1))

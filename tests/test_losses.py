@@ -1,6 +1,8 @@
 """Losses against hand-computed values, torch, and finite differences."""
 
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
