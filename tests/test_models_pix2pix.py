@@ -151,7 +151,8 @@ def _unet_pairs(variables, num_downs: int):
   """(torch state-dict key, Flax leaf, layout) for every weight and statistic of TorchUNet."""
   pairs = []
   for i in range(num_downs):
-    p, s = _unet_level(variables["params"], i), _unet_level(variables.get("batch_stats", {}), i) if i else None
+    p = _unet_level(variables["params"], i)
+    s = _unet_level(variables["batch_stats"], i) if i > 0 else None  # Level 0 has no norm.
     pairs.append((f"down.{i}.weight", p["down"]["kernel"], "conv"))
     if 0 < i < num_downs - 1:
       pairs += _batch_norm_pairs(f"down_norm.{i}", p["down_norm"], s["down_norm"])
