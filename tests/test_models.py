@@ -1,4 +1,7 @@
-"""Generators, critic, VGG19 features and the registry: sizes, shapes, and RRDBNet against a torch reference."""
+"""Generators, critic, VGG19 features and the registry: sizes, shapes, and RRDBNet against a torch reference.
+
+The pix2pix U-Net and PatchGAN, the image translator and the U-Net SN discriminator have their own test_models_*
+files."""
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +54,7 @@ def tiny_rrdb():
   return net, _random_variables(net, x), x
 
 
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("scale", [1, 2, 4])
 def test_rrdb_output_is_scale_times_input(scale):
   net = rrdb.RRDBNet(**TINY_RRDB, scale=scale)
   x = jnp.zeros((2, 6, 5, 3))
@@ -103,7 +106,7 @@ def test_rrdb_bfloat16_compute_keeps_float32_params_and_output():
   assert out.dtype == jnp.float32 and out.shape == (1, 16, 16, 3)
 
 
-def _torch_rrdbnet(params, num_block: int):
+def _torch_rrdbnet(params, num_block: int, num_up: int = 2):
   """A hand-written torch RRDBNet (ESRGAN paper, Fig. 4) carrying the Flax weights: an independent forward."""
   torch = pytest.importorskip("torch")
   F = torch.nn.functional
@@ -129,8 +132,8 @@ def _torch_rrdbnet(params, num_block: int):
       p = params[f"body_{i}"]
       trunk = trunk + 0.2 * dense_block(p["rdb3"], dense_block(p["rdb2"], dense_block(p["rdb1"], trunk)))
     feat = feat + conv(params["conv_body"], trunk)
-    feat = lrelu(conv(params["conv_up1"], F.interpolate(feat, scale_factor=2, mode="nearest")))
-    feat = lrelu(conv(params["conv_up2"], F.interpolate(feat, scale_factor=2, mode="nearest")))
+    for i in range(1, num_up + 1):
+      feat = lrelu(conv(params[f"conv_up{i}"], F.interpolate(feat, scale_factor=2, mode="nearest")))
     return conv(params["conv_last"], lrelu(conv(params["conv_hr"], feat)))
 
   return torch, forward
@@ -144,6 +147,62 @@ def test_rrdb_matches_torch_reference(tiny_rrdb):
   got = np.asarray(jax.jit(net.apply)(variables, x))
   assert got.shape == expected.shape == (2, 24, 20, 3)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_rrdb_keeps_the_x4_module_tree():
+  """Checkpoints written before scale 1 existed still fit: the same top-level names and shapes."""
+  net = rrdb.RRDBNet(**TINY_RRDB, scale=4)
+  params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 4, 4, 3)))["params"]
+  assert sorted(params) == sorted(["conv_first", "body_0", "conv_body", "conv_up1", "conv_up2", "conv_hr",
+                                   "conv_last"])
+  assert sorted(params["body_0"]) == ["rdb1", "rdb2", "rdb3"]
+  assert sorted(params["body_0"]["rdb1"]) == [f"conv{i}" for i in range(1, 6)]
+  assert params["conv_up2"]["kernel"].shape == (3, 3, 8, 8)
+
+
+@pytest.mark.parametrize("scale, stages", [(1, 0), (2, 1)])
+def test_rrdb_at_scale_1_and_2_drops_upsampling_stages(scale, stages):
+  """Each nearest-x2 stage is one 3x3 num_feat -> num_feat conv; scale 1 has none, scale 2 one."""
+  x = jnp.zeros((1, 4, 4, 3))
+  x4 = jax.eval_shape(rrdb.RRDBNet(**TINY_RRDB, scale=4).init, jax.random.key(0), x)["params"]
+  params = jax.eval_shape(rrdb.RRDBNet(**TINY_RRDB, scale=scale).init, jax.random.key(0), x)["params"]
+  count = lambda tree: sum(leaf.size for leaf in jax.tree.leaves(tree))
+  assert count(params) == count(x4) - (2 - stages) * _conv_params(3, TINY_RRDB["num_feat"], TINY_RRDB["num_feat"])
+  assert sorted(k for k in params if k.startswith("conv_up")) == [f"conv_up{i}" for i in range(1, stages + 1)]
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_rrdb_scale_1_and_2_match_torch_reference(scale):
+  net = rrdb.RRDBNet(**TINY_RRDB, scale=scale)
+  x = jax.random.uniform(jax.random.key(4), (2, 6, 5, 3))
+  variables = _random_variables(net, x)
+  torch, forward = _torch_rrdbnet(variables["params"], TINY_RRDB["num_block"], num_up=scale // 2)
+  with torch.no_grad():
+    expected = forward(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
+  got = np.asarray(jax.jit(net.apply)(variables, x))
+  assert got.shape == expected.shape == (2, 6 * scale, 5 * scale, 3)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_rrdb_ignores_train_and_takes_any_channel_count(tiny_rrdb):
+  net, variables, x = tiny_rrdb
+  apply = jax.jit(net.apply, static_argnames="train")
+  np.testing.assert_array_equal(np.asarray(apply(variables, x, train=True)), np.asarray(apply(variables, x)))
+  for channels in (1, 4):  # Gray input; RGB + mask.
+    out = jax.eval_shape(lambda: rrdb.RRDBNet(**TINY_RRDB, scale=1).init_with_output(
+        jax.random.key(0), jnp.zeros((1, 4, 4, channels)))[0])
+    assert out.shape == (1, 4, 4, 3)
+
+
+def test_rrdb_scale_1_residual_adds_the_input_itself(tiny_rrdb):
+  _, _, x = tiny_rrdb
+  net = rrdb.RRDBNet(**TINY_RRDB, scale=1, bicubic_residual=True)
+  variables = _random_variables(net, x)
+  zeroed = jax.tree.map(jnp.zeros_like, variables["params"]["conv_last"])
+  out = jax.jit(net.apply)({"params": {**variables["params"], "conv_last": zeroed}}, x)
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+  with pytest.raises(ValueError, match="generator.bicubic_residual"):
+    jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 4, 4, 4)))
 
 
 # ------------------------------------------------------------------------------------------------ VGGCritic
@@ -180,6 +239,14 @@ def test_critic_outputs_one_float32_score_per_image(tiny_critic):
   np.testing.assert_allclose(changed[1:], scores[1:], rtol=1e-6)
   # 32 / 2**5 = 1: the last stage leaves a 1x1x64 map for Dense(100).
   assert variables["params"]["linear1"]["kernel"].shape == (64, 100)
+
+
+def test_critic_sows_each_stage_and_takes_train(tiny_critic):
+  critic, variables, x, _ = tiny_critic
+  scores, state = jax.eval_shape(lambda v: critic.apply(v, x, train=True, mutable=["intermediates"]), variables)
+  assert scores.shape == (3,)
+  shapes = [f.shape for f in state["intermediates"]["features"]]
+  assert shapes == [(3, 16, 16, 8), (3, 8, 8, 16), (3, 4, 4, 32), (3, 2, 2, 64), (3, 1, 1, 64)]
 
 
 def test_critic_has_no_batch_norm(tiny_critic):
@@ -272,10 +339,17 @@ def test_registry_builds_models_from_config():
 
 
 def test_registry_unknown_name_lists_known_names():
-  with pytest.raises(ValueError, match=r"unet.*\['rrdb'\]"):
-    models.make_generator({"name": "unet"})
-  with pytest.raises(ValueError, match="vgg_critic"):
-    models.make_discriminator(ml_collections.ConfigDict({"name": "patchgan"}))
+  with pytest.raises(ValueError, match=r"swinir.*\['rrdb', 'translator', 'unet'\]"):
+    models.make_generator({"name": "swinir"})
+  with pytest.raises(ValueError, match=r"\['patchgan', 'unet_sn', 'vgg_critic'\]"):
+    models.make_discriminator(ml_collections.ConfigDict({"name": "stylegan"}))
+
+
+def test_registry_names_every_network():
+  assert models.GENERATORS == {
+      "rrdb": rrdb.RRDBNet, "unet": models.UNetGenerator, "translator": models.ImageTranslator}
+  assert models.DISCRIMINATORS == {
+      "vgg_critic": vgg_critic.VGGCritic, "patchgan": models.PatchGAN, "unet_sn": models.UNetDiscriminatorSN}
 
 
 def test_registry_unknown_option_is_a_clear_error():

@@ -9,15 +9,23 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
+from restore_jax.models.patchgan import PatchGAN
 from restore_jax.models.rrdb import RRDBNet
+from restore_jax.models.translator import ImageTranslator
+from restore_jax.models.unet import UNetGenerator
+from restore_jax.models.unet_sn import UNetDiscriminatorSN
 from restore_jax.models.vgg19 import VGG19Features
 from restore_jax.models.vgg_critic import VGGCritic
 
 GENERATORS: dict[str, type[nn.Module]] = {
     "rrdb": RRDBNet,
+    "unet": UNetGenerator,
+    "translator": ImageTranslator,
 }
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "vgg_critic": VGGCritic,
+    "patchgan": PatchGAN,
+    "unet_sn": UNetDiscriminatorSN,
 }
 
 
@@ -52,6 +60,6 @@ def make_discriminator(config: Mapping[str, Any]) -> nn.Module:
 
 
 __all__ = [
-    "DISCRIMINATORS", "GENERATORS", "RRDBNet", "VGG19Features", "VGGCritic", "make_discriminator",
-    "make_generator",
+    "DISCRIMINATORS", "GENERATORS", "ImageTranslator", "PatchGAN", "RRDBNet", "UNetDiscriminatorSN",
+    "UNetGenerator", "VGG19Features", "VGGCritic", "make_discriminator", "make_generator",
 ]

@@ -3,6 +3,12 @@
 The layout and the module names follow BasicSR's RRDBNet (conv_first, body_i/rdb{1,2,3}/conv{1..5},
 conv_body, conv_up1, conv_up2, conv_hr, conv_last), so its published weights map onto this tree by name.
 At num_feat=64, num_block=23, num_grow_ch=32 and scale 4 it has 16,697,987 parameters, as BasicSR's.
+
+Scale 4 has two nearest-x2 + conv upsampling stages, scale 2 one, scale 1 none: same-size restoration runs the
+trunk at the input's resolution. (Real-ESRGAN's x2 and x1 models instead pixel-unshuffle the input by 2 or 4 and
+keep both upsampling stages, so the trunk runs on 4 or 16 times fewer positions; see Wang et al. 2021,
+"Real-ESRGAN", section "Networks and Training". Here the trunk's cost per output pixel at scale 1 is 16 times that
+at scale 4: a plain same-size net, best kept small.)
 """
 
 from typing import Any
@@ -17,6 +23,9 @@ import jax.numpy as jnp
 # and the trunk's activations grow with depth; small residuals make each block start near the identity, so the
 # deep net trains from scratch (the same reason ESRGAN adds residual scaling).
 _RDB_KERNEL_INIT = nn.initializers.variance_scaling(2.0 * 0.1**2, "fan_in", "normal")
+
+
+_UPSAMPLE_STAGES = {1: 0, 2: 1, 4: 2}  # scale -> nearest-x2 + conv stages.
 
 
 def _lrelu(x: jax.Array) -> jax.Array:
@@ -64,17 +73,19 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-  """LR image (N, h, w, in_ch) in [0, 1] -> (N, scale*h, scale*w, out_ch) float32, not clipped.
+  """Images (N, h, w, C) in [0, 1] -> (N, scale*h, scale*w, out_ch) float32, not clipped.
 
   Attributes:
     num_feat: channels of the trunk.
     num_block: number of RRDBs in the trunk (23 in ESRGAN).
     num_grow_ch: channels each dense-block conv adds.
-    scale: 2 or 4: the number of nearest-x2 + conv upsampling stages is log2(scale).
+    scale: 1, 2 or 4: the number of nearest-x2 + conv upsampling stages is log2(scale).
+    out_ch: output channels.
     residual_scale: beta, the factor on every residual branch (0.2 in ESRGAN).
     bicubic_residual: predict only the difference from a bicubic upsampling of the input (global residual
       learning, as in VDSR, Kim et al. 2016). Off in ESRGAN; on, a small network trained for minutes already
-      improves on bicubic instead of first having to learn to reproduce it.
+      improves on bicubic instead of first having to learn to reproduce it. At scale 1 the input itself is added.
+      Needs as many input channels as out_ch.
     dtype: computation dtype; parameters stay float32 so bfloat16 compute keeps float32 master weights.
   """
 
@@ -82,20 +93,23 @@ class RRDBNet(nn.Module):
   num_block: int = 23
   num_grow_ch: int = 32
   scale: int = 4
-  in_ch: int = 3
   out_ch: int = 3
   residual_scale: float = 0.2
   bicubic_residual: bool = False
   dtype: Any = jnp.float32
 
+  def __post_init__(self) -> None:
+    if self.scale not in _UPSAMPLE_STAGES:
+      raise ValueError(
+          f"RRDBNet supports scale 1, 2 or 4, got scale={self.scale!r}; set generator.scale to one of "
+          f"{sorted(_UPSAMPLE_STAGES)}.")
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    del train  # No batch norm or dropout: the same in training and inference.
-    upsample_stages = {2: 1, 4: 2}
-    if self.scale not in upsample_stages:
-      raise ValueError(f"RRDBNet supports scale 2 or 4, got scale={self.scale}; set generator.scale to 2 or 4.")
-    if x.ndim != 4 or x.shape[-1] != self.in_ch:
-      raise ValueError(f"RRDBNet expects NHWC input with {self.in_ch} channels, got shape {x.shape}.")
+    del train  # No batch norm or dropout: the same function in training and evaluation.
+    if x.ndim != 4:
+      raise ValueError(f"RRDBNet expects an NHWC batch of images, got shape {x.shape}.")
 
     def conv(features: int, name: str) -> nn.Conv:
       return nn.Conv(features, (3, 3), dtype=self.dtype, name=name)
@@ -105,12 +119,17 @@ class RRDBNet(nn.Module):
     for i in range(self.num_block):
       trunk = RRDB(self.num_feat, self.num_grow_ch, self.residual_scale, self.dtype, name=f"body_{i}")(trunk)
     feat = feat + conv(self.num_feat, "conv_body")(trunk)
-    for i in range(1, upsample_stages[self.scale] + 1):
+    for i in range(1, _UPSAMPLE_STAGES[self.scale] + 1):
       feat = _lrelu(conv(self.num_feat, f"conv_up{i}")(_upsample_nearest_x2(feat)))
     out = conv(self.out_ch, "conv_last")(_lrelu(conv(self.num_feat, "conv_hr")(feat))).astype(jnp.float32)
     if self.bicubic_residual:
-      if self.in_ch != self.out_ch:
-        raise ValueError("bicubic_residual needs in_ch == out_ch.")
       n, h, w, c = x.shape
-      out = out + jax.image.resize(x.astype(jnp.float32), (n, h * self.scale, w * self.scale, c), "bicubic")
+      if c != self.out_ch:
+        raise ValueError(
+            f"generator.bicubic_residual needs as many input channels as generator.out_ch={self.out_ch}, got "
+            f"{c}; turn it off for this task.")
+      base = x.astype(jnp.float32)
+      if self.scale > 1:
+        base = jax.image.resize(base, (n, h * self.scale, w * self.scale, c), "bicubic")
+      out = out + base
     return out

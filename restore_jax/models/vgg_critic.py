@@ -6,6 +6,7 @@ There is no batch norm: the WGAN-GP penalty constrains the norm of the critic's 
 input independently, and batch norm makes each output depend on the whole batch, so that per-sample
 gradient is no longer what is penalised (Gulrajani et al. 2017, "Improved Training of Wasserstein GANs",
 section 4; they suggest layer norm or none). There is no sigmoid either: a Wasserstein critic outputs a score.
+Each stage's output is sown into "intermediates" for a feature-matching loss.
 """
 
 from typing import Any
@@ -38,7 +39,7 @@ class VGGCritic(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    del train  # No batch norm: the same in training and inference.
+    del train  # No batch norm or dropout.
     if self.input_size % _DOWNSAMPLE:
       raise ValueError(
           f"VGGCritic input_size must be a multiple of {_DOWNSAMPLE} (five stride-2 stages), got "
@@ -54,7 +55,7 @@ class VGGCritic(nn.Module):
       x = nn.Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                   name=f"conv{stage}_1")(x)
       x = _lrelu(x)
-      self.sow("intermediates", "features", x)  # For a feature-matching loss on the critic's stages.
+      self.sow("intermediates", "features", x.astype(jnp.float32))
     x = x.reshape(x.shape[0], -1)
     x = _lrelu(nn.Dense(100, dtype=self.dtype, name="linear1")(x))
     x = nn.Dense(1, dtype=self.dtype, name="linear2")(x)

@@ -1,0 +1,77 @@
+"""What the image-to-image networks share: option checks, normalisation by name, the [0, 1] <-> [-1, 1] maps.
+
+The conventions follow pix2pix (Isola et al. 2017) and DCGAN (Radford et al. 2016), so weights trained with
+their PyTorch code map onto these modules one to one.
+"""
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMS = ("batch", "instance", "none")
+
+# PyTorch's BatchNorm2d defaults: the running statistics move 0.1 towards each batch's (flax's `momentum` is the
+# weight of the old value, so 0.9), and eps 1e-5 (flax's default is 1e-6).
+BATCH_NORM_MOMENTUM = 0.9
+NORM_EPSILON = 1e-5
+
+# "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02"
+# (Radford et al. 2016, section 4); pix2pix initialises the same way (Isola et al. 2017, appendix 6.2).
+DCGAN_KERNEL_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def check_choice(value: Any, allowed: Sequence[Any], key: str) -> None:
+  """Raises ValueError naming the config key when `value` is not one of `allowed`."""
+  if value not in allowed:
+    raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}.")
+
+
+def check_at_least(value: Any, minimum: int, key: str) -> None:
+  """Raises ValueError naming the config key unless `value` is an int >= minimum."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_divisible(x: jax.Array, factor: int, why: str) -> None:
+  """NHWC input whose height and width are multiples of `factor` (each stride-2 layer halves them exactly)."""
+  if x.ndim != 4:
+    raise ValueError(f"Expected an NHWC batch of images, got shape {x.shape}.")
+  if x.shape[1] % factor or x.shape[2] % factor:
+    raise ValueError(
+        f"Input height and width must be multiples of {factor} ({why}), got {x.shape[1]}x{x.shape[2]}; "
+        "change the crop size or the network depth.")
+
+
+def normalization(norm: str, *, train: bool, dtype: Any, name: str) -> Callable[[jax.Array], jax.Array]:
+  """The normalisation layer called `norm`, created in the calling module's scope.
+
+  "batch" is nn.BatchNorm with PyTorch's defaults: batch statistics with train=True (and the running averages
+  in `batch_stats` updated), running averages otherwise. The running variance averages the biased batch variance
+  (the one both frameworks normalise with) where PyTorch averages the unbiased one, a factor m / (m - 1) apart for
+  m values per channel: noticeable only where m is small, e.g. a U-Net's innermost levels with a small batch.
+  "instance" normalises every image and channel on its own, without a learned scale or shift, like PyTorch's
+  InstanceNorm2d default and pix2pix's "instance" option; as it never mixes images it suits a critic trained with
+  a gradient penalty (Gulrajani et al. 2017, section 4).
+  """
+  if norm == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM, epsilon=NORM_EPSILON,
+                        dtype=dtype, name=name)
+  if norm == "instance":
+    return nn.InstanceNorm(epsilon=NORM_EPSILON, use_scale=False, use_bias=False, dtype=dtype, name=name)
+  return lambda h: h
+
+
+def lrelu(x: jax.Array) -> jax.Array:
+  return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def to_signed(x: jax.Array) -> jax.Array:
+  """[0, 1] -> [-1, 1], the range pix2pix and DCGAN feed their networks."""
+  return 2.0 * x - 1.0
+
+
+def tanh_to_unit(t: jax.Array) -> jax.Array:
+  """A pre-tanh output -> float32 in [0, 1], the range at every boundary of this package."""
+  return (jnp.tanh(t.astype(jnp.float32)) + 1.0) / 2.0
