@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from cli import REPO, cli_env, train_command
+from cli import REPO, assert_trees_equal, cli_env, read_state, train_command
 
 REF_STEPS = 24
 # Every step logged, so the per-step batch statistics can be compared and a running process can be watched;
@@ -92,20 +92,6 @@ def runs(tmp_path_factory) -> dict[str, Run]:
   return runs
 
 
-def _state(workdir: Path, step: int) -> dict:
-  """A checkpoint's GANState as host arrays, read with orbax alone (no restore_jax code)."""
-  tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
-  as_numbers = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-  return jax.tree.map(lambda x: np.asarray(as_numbers(x)), tree)
-
-
-def _assert_trees_equal(a: dict, b: dict) -> None:
-  flat_a, flat_b = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
-  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
-  for (path, x), (_, y) in zip(flat_a, flat_b):
-    assert np.array_equal(x, y), f"{jax.tree_util.keystr(path)} differs"
-
-
 def _per_step(workdir: Path, tag: str) -> dict[int, float]:
   """tag's value at every logged step, from the TensorBoard events read with TensorFlow."""
   import tensorflow as tf
@@ -127,7 +113,7 @@ def test_half_then_resumed_half_is_bit_identical(runs):
   assert half_written in resumed.stderr  # Named in a warning ...
   assert list(resumed.workdir.parent.rglob(half_written)), "the half-written checkpoint was deleted"  # ... kept.
 
-  _assert_trees_equal(_state(resumed.workdir, REF_STEPS), _state(reference.workdir, REF_STEPS))
+  assert_trees_equal(read_state(resumed.workdir, REF_STEPS), read_state(reference.workdir, REF_STEPS))
   # The batches: psnr_baseline is a function of the batch alone, so equal sequences mean equal batches.
   for tag in ("psnr_baseline", "g_loss"):
     want, got = _per_step(reference.workdir, tag), _per_step(resumed.workdir, tag)
@@ -145,7 +131,7 @@ def test_kill_term_saves_and_the_restart_continues_exactly(runs):
   resumed = runs["killed_resumed"]
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resumed from the checkpoint of step {stopped}" in resumed.stderr
-  _assert_trees_equal(_state(killed.workdir, REF_STEPS), _state(runs["reference"].workdir, REF_STEPS))
+  assert_trees_equal(read_state(killed.workdir, REF_STEPS), read_state(runs["reference"].workdir, REF_STEPS))
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(runs):
@@ -156,9 +142,9 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(runs):
   # The stop is noticed one step late (the host reads step 6's counter after starting step 7) and saved there.
   steps = sorted(int(p.name) for p in (run.workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert steps[-1] == 7
-  at_3, at_6 = _state(run.workdir, 3), _state(run.workdir, 6)
+  at_3, at_6 = read_state(run.workdir, 3), read_state(run.workdir, 6)
   for part in ("generator", "discriminator", "ema_params"):  # Steps 4-6 changed nothing but the counters.
-    _assert_trees_equal(at_3[part], at_6[part])
+    assert_trees_equal(at_3[part], at_6[part])
   assert int(at_6["nonfinite_steps"]) == 4 and int(at_6["consecutive_nonfinite"]) == 3
   nonfinite = _per_step(run.workdir, "nonfinite_steps")
   assert nonfinite[1] == 0 and nonfinite[2] == 1 and nonfinite[3] == 1 and nonfinite[6] == 4

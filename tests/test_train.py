@@ -1,46 +1,19 @@
 """End to end: the `tiny` recipe through the real command line, then a resume from its checkpoint."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cli import REPO, cli_env, train_command
-
-
-def _train(workdir: Path, *extra: str, config: str = "configs/sr_wgangp.py:tiny", check: bool = True,
-           cwd: Path = REPO, **env_overrides: str) -> subprocess.CompletedProcess:
-  proc = subprocess.run(train_command(workdir, *extra, config=config), cwd=cwd, env=cli_env(2, **env_overrides),
-                        capture_output=True, text=True, timeout=600)
-  if check:
-    assert proc.returncode == 0, proc.stderr[-4000:]
-  return proc
-
-
-def _events(workdir: Path) -> tuple[dict[str, list[tuple[int, float]]], set[str]]:
-  """Scalars (tag -> [(step, value)]) and image tags from the TensorBoard event files, read with TensorFlow."""
-  import tensorflow as tf
-
-  scalars, images = {}, set()
-  for path in workdir.rglob("events.out.tfevents*"):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        kind = value.metadata.plugin_data.plugin_name
-        if kind == "images":
-          images.add(value.tag)
-        elif kind == "scalars" or value.HasField("simple_value"):
-          number = value.simple_value if value.HasField("simple_value") else float(tf.make_ndarray(value.tensor))
-          scalars.setdefault(value.tag, []).append((event.step, number))
-  return {tag: sorted(points) for tag, points in scalars.items()}, images
+from cli import REPO, read_events as _events, train
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """The tiny recipe run the way a user types it: from their own directory, with a relative --workdir."""
   here = tmp_path_factory.mktemp("user")
-  first = _train(Path("tiny"), config=str(REPO / "configs" / "sr_wgangp.py") + ":tiny", cwd=here)
+  first = train(Path("tiny"), config=str(REPO / "configs" / "sr_wgangp.py") + ":tiny", cwd=here)
   return here / "tiny", first
 
 
@@ -49,7 +22,7 @@ def test_tiny_run_writes_config_events_and_checkpoint(run):
   config = json.loads((workdir / "config.json").read_text())
   assert config["recipe"] == "sr_wgangp" and config["variant"] == "tiny" and config["total_steps"] == 4
   scalars, images = _events(workdir)
-  for tag in ("g_loss", "g_pixel", "g_adversarial", "d_loss", "gradient_penalty", "wasserstein", "g_grad_norm",
+  for tag in ("g_loss", "g_mse", "g_adversarial", "d_loss", "gradient_penalty", "wasserstein", "g_grad_norm",
               "d_grad_norm", "psnr", "psnr_baseline", "lr_g", "lr_d", "steps_per_sec", "data/skipped"):
     assert tag in scalars, f"missing scalar {tag}; have {sorted(scalars)}"
   assert [s for s, _ in scalars["g_loss"]] == [2, 4]
@@ -72,7 +45,7 @@ def test_tiny_run_evaluates_the_held_out_photo_and_keeps_the_best(run):
 
 def test_rerun_resumes_from_checkpoint(run):
   workdir, _ = run
-  again = _train(workdir, "--config.total_steps=6")
+  again = train(workdir, "--config.total_steps=6")
   assert "Resumed from the checkpoint of step 4" in again.stderr
   scalars, _ = _events(workdir)
   assert [s for s, _ in scalars["g_loss"]] == [2, 4, 6]
@@ -83,7 +56,7 @@ def test_rerun_resumes_from_checkpoint(run):
 def test_full_recipe_without_vgg19_weights_stops_before_training(tmp_path):
   """Nothing can be downloaded: with no weights anywhere, the full recipe says where to put them and exits."""
   home = tmp_path / "home"
-  proc = _train(tmp_path / "run", config="configs/sr_wgangp.py", check=False, HOME=str(home),
+  proc = train(tmp_path / "run", config="configs/sr_wgangp.py", check=False, HOME=str(home),
                 XDG_CACHE_HOME=str(home / ".cache"), TORCH_HOME=str(home / "torch"), KERAS_HOME=str(home / "keras"))
   assert proc.returncode != 0
   assert "No VGG19 weights found" in proc.stderr
@@ -106,7 +79,7 @@ def test_perceptual_term_trains_with_weights_from_a_file(tmp_path):
   weights = tmp_path / "vgg19.npz"
   np.savez(weights, **arrays)
   workdir = tmp_path / "run"
-  _train(workdir, "--config.total_steps=2", "--config.log_every=1", "--config.loss.terms.perceptual=0.01",
+  train(workdir, "--config.total_steps=2", "--config.log_every=1", "--config.loss.terms.perceptual=0.01",
          f"--config.loss.perceptual.weights={weights}")
   scalars, _ = _events(workdir)
   assert "g_perceptual" in scalars

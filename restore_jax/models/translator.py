@@ -44,6 +44,11 @@ class ImageTranslator(nn.Module):
     layers.check_choice(self.norm, layers.NORMS, "generator.norm")
     super().__post_init__()
 
+  @property
+  def size_multiple(self) -> int:
+    """Input sides must be multiples of this (one halving per level); inference pads up to it."""
+    return 2**self.num_downs
+
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     layers.check_divisible(x, 2**self.num_downs, f"generator.num_downs={self.num_downs} halvings")

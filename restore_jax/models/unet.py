@@ -97,6 +97,11 @@ class UNetGenerator(nn.Module):
       raise ValueError(f"generator.dropout_rate must be in [0, 1), got {self.dropout_rate!r}.")
     super().__post_init__()
 
+  @property
+  def size_multiple(self) -> int:
+    """Input sides must be multiples of this (one halving per level); inference pads up to it."""
+    return 2**self.num_downs
+
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     layers.check_divisible(x, 2**self.num_downs, f"generator.num_downs={self.num_downs} halvings")
