@@ -107,7 +107,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_images = 16  # At most this many images per evaluation (0 = all).
   c.eval.seed = 0  # Seeds each image's degradation, so every evaluation scores the same inputs.
   c.eval.use_ema = True  # Score the EMA generator (as evaluate.py and restore.py do by default).
-  c.eval.best_metric = "psnr_y"  # Keep the best checkpoint by this mean metric in DIR/best ("" = don't).
+  # Metrics: psnr, ssim, ms_ssim, and the perceptual lpips, lpips_vgg, niqe, fid (left out with a warning when
+  # their weights are not installed).
+  c.eval.metrics = ("psnr", "ssim")
+  # Keep the best checkpoint by this mean metric in DIR/best ("" = don't); lower is better for lpips, niqe, fid.
+  c.eval.best_metric = "psnr_y"
 
   # Test hooks: never set in a recipe.
   c.debug = ml_collections.ConfigDict()

@@ -108,9 +108,10 @@ def save(manager: ocp.CheckpointManager, step: int, state: GANState, data_iterat
 
 
 def save_best(
-    manager: ocp.CheckpointManager, step: int, state: GANState, metrics: Mapping[str, float], metric: str
+    manager: ocp.CheckpointManager, step: int, state: GANState, metrics: Mapping[str, float], metric: str,
+    *, higher_is_better: bool = True,
 ) -> bool:
-  """Saves `state` as the best checkpoint when `metrics[metric]` beats the best so far (higher is better).
+  """Saves `state` as the best checkpoint when `metrics[metric]` beats the best so far (PSNR: higher; LPIPS: lower).
 
   Returns whether it saved. The previous best is removed by orbax once the new one is committed.
   """
@@ -127,8 +128,10 @@ def save_best(
     best_step, best_values = best
     if best_step == step:
       return False  # Already saved at this step (a resumed run repeating an evaluation).
-    if metric in best_values and float(best_values[metric]) >= value:
-      return False
+    if metric in best_values:
+      previous = float(best_values[metric])
+      if (previous >= value) if higher_is_better else (previous <= value):
+        return False
   manager.save(
       step,
       args=ocp.args.Composite(

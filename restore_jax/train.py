@@ -249,8 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
           if eval_pairs:
             with report_progress.timed("eval"):
               report = run_eval(config, apply_generator, state, eval_pairs, writer, step)
-            if best_manager is not None:
-              if checkpoint.save_best(best_manager, step, state, report["mean"], config.eval.best_metric):
+            if best_manager is not None and config.eval.best_metric in report["mean"]:
+              if checkpoint.save_best(best_manager, step, state, report["mean"], config.eval.best_metric,
+                                      higher_is_better=evaluate.higher_is_better(config.eval.best_metric)):
                 logging.info("New best %s = %.4f at step %d, saved in %s.", config.eval.best_metric,
                              report["mean"][config.eval.best_metric], step, workdir / "best")
         if stop is None and watcher.should_stop(step):
@@ -280,6 +281,11 @@ def load_eval_pairs(config: ml_collections.ConfigDict) -> list[evaluate.Pair]:
   if source is None:
     logging.info("No periodic evaluation: set eval.data (e.g. folder:PATH) or eval.holdout > 0.")
     return []
+  families = evaluate.check_metrics(tuple(config.eval.get("metrics", evaluate.DEFAULT_METRICS)))
+  best = config.eval.best_metric
+  if best and evaluate.metric_family(best) not in families:
+    raise ValueError(f"eval.best_metric={best!r} is not among the metrics eval.metrics={families} report; add "
+                     f"its family to eval.metrics or choose another (or '' to keep no best checkpoint).")
   pairs = evaluate.load_pairs(source, config, seed=config.eval.seed, max_images=config.eval.max_images)
   logging.info("Periodic evaluation on %d whole images every %d steps.", len(pairs), config.eval_every)
   return pairs
@@ -297,7 +303,9 @@ def run_eval(config, apply_generator, state: GANState, pairs, writer, step: int)
       shown[id(degraded)] = restored
     return restored
 
-  report = evaluate.score(remembering_restore_fn, pairs, crop_border=task_lib.from_config(config).crop_border)
+  report = evaluate.score(remembering_restore_fn, pairs, crop_border=task_lib.from_config(config).crop_border,
+                          metrics_to_report=tuple(config.eval.get("metrics", evaluate.DEFAULT_METRICS)),
+                          skip_unavailable=True)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in report["mean"].items()})
   images = {}
   for pair in pairs[:config.num_grid_images]:

@@ -13,7 +13,9 @@ from cli import REPO, read_events as _events, train
 def run(tmp_path_factory):
   """The tiny recipe run the way a user types it: from their own directory, with a relative --workdir."""
   here = tmp_path_factory.mktemp("user")
-  first = train(Path("tiny"), config=str(REPO / "configs" / "sr_wgangp.py") + ":tiny", cwd=here)
+  # Periodic evaluation also scores NIQE and LPIPS, and keeps the best checkpoint by NIQE (lower is better).
+  first = train(Path("tiny"), "--config.eval.metrics=psnr,ssim,niqe,lpips", "--config.eval.best_metric=niqe",
+                config=str(REPO / "configs" / "sr_wgangp.py") + ":tiny", cwd=here)
   return here / "tiny", first
 
 
@@ -85,3 +87,15 @@ def test_perceptual_term_trains_with_weights_from_a_file(tmp_path):
   assert "g_perceptual" in scalars
   values = [v for _, v in scalars["g_perceptual"]]
   assert len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values)
+
+
+def test_periodic_evaluation_logs_the_chosen_perceptual_metrics(run):
+  workdir, first = run
+  scalars, _ = _events(workdir)
+  assert [s for s, _ in scalars["eval/niqe"]] == [4] and scalars["eval/niqe"][0][1] > 0
+  if "eval/lpips" not in scalars:  # Without LPIPS weights the metric is left out with a warning, not a crash.
+    assert "lpips left out" in first.stderr
+  else:
+    assert 0 < scalars["eval/lpips"][0][1] < 1
+  kept = json.loads((workdir / "best" / "4" / "metrics" / "metrics").read_text())  # What DIR/best scored.
+  assert kept["niqe"] == pytest.approx(scalars["eval/niqe"][0][1], rel=1e-5)
