@@ -318,3 +318,29 @@ def test_targets_must_be_rgb_and_divisible(photo):
     make_degradation(dict(name="gaussian_noise"))(photo[:, :, :1], np.random.default_rng(0))
   with pytest.raises(ValueError, match="not a multiple of degradation.scale=3"):
     make_degradation(dict(name="resize", scale=3))(photo, np.random.default_rng(0))
+
+
+def test_chain_and_one_of_helpers_write_every_key(photo):
+  from restore_jax.degradations import chain_config, one_of_config  # pylint: disable=import-outside-toplevel
+
+  config = chain_config(order="shuffle",
+                        blur=one_of_config(weights=(2, 1), fixed=default_config("gaussian_blur", sigma=(1.5, 1.5)),
+                                           resize=default_config("resize_blur")),
+                        noise=dict(default_config("gaussian_noise"), prob=0.5))
+  assert config["steps"] == ("blur", "noise") and config["blur"]["prob"] == 1.0 and config["noise"]["prob"] == 0.5
+  assert config["blur"]["weights"] == (2.0, 1.0) and config["blur"]["fixed"]["kernel_size"] == (0, 0)
+  degrade = make_degradation(ml_collections.ConfigDict(config))
+  assert degrade(photo, np.random.default_rng(0))["input"].shape == photo.shape
+  with pytest.raises(ValueError, match=r"chain_config\(...\).noise.sigma must be >= 0"):
+    chain_config(noise=dict(name="gaussian_noise", sigma=-1.0))
+
+
+@pytest.mark.parametrize("name", ["realistic", "damage", "pixel_shuffle", "mixed_blur"])
+def test_degradations_pickle(name, photo):
+  import pickle  # pylint: disable=import-outside-toplevel
+
+  degrade = make_degradation(default_config(name))
+  copy = pickle.loads(pickle.dumps(degrade))
+  first, second = degrade(photo, np.random.default_rng(5)), copy(photo, np.random.default_rng(5))
+  for key in first:
+    np.testing.assert_array_equal(first[key], second[key])

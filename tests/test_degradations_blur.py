@@ -49,6 +49,9 @@ def test_correlate_matches_the_definition_and_scipy(image, kind, size):
   np.testing.assert_allclose(ours, _correlate_loop(image, kernel), atol=2e-5)
   reference = scipy.ndimage.correlate(image.astype(np.float64), kernel[:, :, None], mode="reflect")
   np.testing.assert_allclose(ours, reference, atol=2e-5)
+  # Both ways of filtering, whichever `correlate` picked: FFT, and separable passes of the kernel's SVD.
+  np.testing.assert_allclose(filtering.correlate_fft(image, kernel), reference, atol=2e-5)
+  np.testing.assert_allclose(filtering.correlate_separable(image, filtering.low_rank(kernel)), reference, atol=2e-5)
 
 
 def test_kernel_wider_than_the_image():

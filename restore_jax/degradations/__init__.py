@@ -20,11 +20,12 @@ from __future__ import annotations
 from restore_jax.degradations import (blur, chain, damage, downsample, exposure, grayscale, haze, jpeg, noise,
                                       realistic, shuffle)
 from restore_jax.degradations.base import Degradation
+from restore_jax.degradations.chain import chain_config, one_of_config
 from restore_jax.degradations.registry import (DEGRADATIONS, channels_of, default_config, make_degradation,
                                                register, scale_of)
 from restore_jax.degradations.resize import imresize
 
 del blur, chain, damage, downsample, exposure, grayscale, haze, jpeg, noise, realistic, shuffle
 
-__all__ = ["DEGRADATIONS", "Degradation", "channels_of", "default_config", "imresize", "make_degradation",
-           "register", "scale_of"]
+__all__ = ["DEGRADATIONS", "Degradation", "chain_config", "channels_of", "default_config", "imresize",
+           "make_degradation", "one_of_config", "register", "scale_of"]

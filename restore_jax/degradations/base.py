@@ -13,7 +13,6 @@ ml_collections makes of `--config.KEY=0.3` on a tuple-valued field.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -246,7 +245,3 @@ def check_divisible(img: np.ndarray, scale: int, path: str) -> tuple[int, int]:
     raise ValueError(f"The target's size {height}x{width} is not a multiple of {path}.scale={scale}; crop it "
                      f"to a multiple first (data.hr_crop, or evaluation's mod-crop).")
   return height // scale, width // scale
-
-
-def ceil_div(size: int, scale: float) -> int:
-  return max(1, math.ceil(size / scale))

@@ -31,6 +31,25 @@ from restore_jax.degradations.registry import make_degradation, register
 ORDERS = ("fixed", "shuffle")
 
 
+def chain_config(order: str = "fixed", **steps: Mapping[str, Any]) -> dict[str, Any]:
+  """A `chain` config from step name -> family config (e.g. from default_config), in the order given; each
+  step gets an explicit `prob` (1.0 unless given), so the recipe holds every key the command line may set."""
+  config: dict[str, Any] = {"name": "chain", "order": order, "steps": tuple(steps)}
+  for name, step in steps.items():
+    config[name] = {"prob": 1.0, **step}
+  make_degradation(config, path="chain_config(...)")  # Fail here, not at training time.
+  return config
+
+
+def one_of_config(weights: tuple[float, ...] | None = None, **steps: Mapping[str, Any]) -> dict[str, Any]:
+  """A `one_of` config from step name -> family config, with explicit weights (equal unless given)."""
+  config: dict[str, Any] = {"name": "one_of", "steps": tuple(steps),
+                            "weights": tuple(float(w) for w in weights) if weights else (1.0,) * len(steps)}
+  config.update({name: dict(step) for name, step in steps.items()})
+  make_degradation(config, path="one_of_config(...)")
+  return config
+
+
 def _step_names(config: Mapping[str, Any], path: str, reserved: tuple[str, ...]) -> tuple[str, ...]:
   steps = config.get("steps", ())
   steps = (steps,) if isinstance(steps, str) else tuple(steps)

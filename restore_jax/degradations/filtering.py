@@ -6,12 +6,16 @@ convolution), with the image extended by reflection about its edge (scipy's "ref
 ... b a | a b c ... ). Real-ESRGAN pads with torch's "reflect" (edge pixel not repeated); the difference
 touches only the outermost kernel-radius pixels.
 
-How: a kernel of numerical rank r is the sum of r outer products u v^T (its SVD), and each is a vertical
-then a horizontal 1-D pass; the rank is cut where the dropped part's absolute sum is below `tolerance`, so the
-result is within `tolerance` of the exact filter for images in [0, 1] (1e-5 by default, far below an 8-bit
-level). Gaussian kernels have rank 1, Real-ESRGAN's other kernels rank 3 to 10; past `max_rank`, an FFT
-(its cost does not grow with the rank) is cheaper. Measured on one core of this project's 2-core CI machine,
-256 x 256 RGB, 21 x 21 kernel: see benchmarks/degradations.md.
+How: a kernel of numerical rank r is the sum of r outer products u v^T (its SVD); the rank is cut where the
+dropped part's absolute sum is below `tolerance`, so the result is within `tolerance` of the exact filter
+for images in [0, 1] (1e-5 by default, far below an 8-bit level). Each outer product is a vertical then a
+horizontal 1-D pass, done as products with sparse banded matrices (the edge reflection folded into their
+indices, so no padded copy is made): k multiply-adds per pixel and pass, in C, on one thread. Gaussian
+kernels have rank 1; Real-ESRGAN's other kernels have rank 3 to 10, and past a few passes one FFT of the
+image (float32, its cost independent of the kernel) is cheaper. The switch follows a cost model measured on
+one core (256 x 256 RGB, CPU time, `benchmarks/degradations.py --calibrate-filter`): a rank-1 pair of passes
+costs about 0.7 + 0.09 k ms for k taps, the FFT path about 4.5 ms, so passes are used while
+rank * (k + 9) <= 45.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import functools
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 
 TOLERANCE = 1e-5
-MAX_RANK = 4  # Past this rank, the FFT path is cheaper at 256 px (benchmarks/degradations.md).
+PASS_BUDGET = 45  # Separable passes while rank * (taps + 9) stays within this (see the module docstring).
 
 
 def low_rank(kernel: np.ndarray, tolerance: float = TOLERANCE) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -58,37 +63,45 @@ def pad(img: np.ndarray, ry: int, rx: int) -> np.ndarray:
   return img
 
 
-def _pass(padded: np.ndarray, taps: np.ndarray, axis: int, length: int) -> np.ndarray:
-  """1-D correlation along `axis` of an array already padded by len(taps) // 2 on that axis ("valid")."""
-  taps = taps.astype(np.float32)
-  index = [slice(None)] * padded.ndim
-  index[axis] = slice(0, length)
-  out = padded[tuple(index)] * taps[0]
-  scratch = np.empty_like(out)
-  for j in range(1, len(taps)):
-    if taps[j] == 0.0:
-      continue
-    index[axis] = slice(j, j + length)
-    np.multiply(padded[tuple(index)], taps[j], out=scratch)
-    out += scratch
-  return out
+@functools.lru_cache(maxsize=256)
+def _band(size: int, taps: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+  """(indices, indptr) of a banded operator on an axis of `size` (times `channels` interleaved): output i
+  reads the reflected inputs i - r .. i + r, one row (CSR) or column (CSC) per output."""
+  sources = _reflected(size, taps // 2)[np.arange(size)[:, None] + np.arange(taps)[None, :]]
+  indices = (sources[:, None, :] * channels + np.arange(channels)[None, :, None]).ravel()
+  indptr = np.arange(size * channels + 1) * taps
+  for array in (indices, indptr):
+    array.setflags(write=False)
+  return indices, indptr
+
+
+def _vertical(size: int, columns: list[np.ndarray]) -> scipy.sparse.csr_matrix:
+  """(len(columns) * size, size): the vertical pass of every factor, stacked."""
+  taps = len(columns[0])
+  indices, indptr = _band(size, taps, 1)
+  data = np.concatenate([np.tile(c.astype(np.float32), size) for c in columns])
+  count = len(columns)
+  return scipy.sparse.csr_matrix((data, np.tile(indices, count), np.arange(count * size + 1) * taps),
+                                 shape=(count * size, size))
+
+
+def _horizontal(size: int, channels: int, row: np.ndarray) -> scipy.sparse.csc_matrix:
+  """(size * channels, size * channels): the horizontal pass, applied on the right of (h, W * C)."""
+  indices, indptr = _band(size, len(row), channels)
+  data = np.tile(row.astype(np.float32), size * channels)
+  return scipy.sparse.csc_matrix((data, indices, indptr), shape=(size * channels, size * channels))
 
 
 def correlate_separable(img: np.ndarray, factors: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
   """Correlation with sum_k outer(column_k, row_k): per factor, a vertical then a horizontal 1-D pass."""
-  height, width = img.shape[:2]
-  ry, rx = len(factors[0][0]) // 2, len(factors[0][1]) // 2
-  padded = pad(img, ry, 0)
+  height, width, channels = img.shape
+  flat = np.ascontiguousarray(img, np.float32).reshape(height, width * channels)
+  vertical = _vertical(height, [column for column, _ in factors]) @ flat
   out = None
-  for column, row in factors:
-    vertical = _pass(padded, column, 0, height) if ry else img * np.float32(column[0])
-    wide = pad(vertical, 0, rx)
-    term = _pass(wide, row, 1, width) if rx else vertical * np.float32(row[0])
-    if out is None:
-      out = term
-    else:
-      out += term
-  return out
+  for k, (_, row) in enumerate(factors):
+    term = vertical[k * height:(k + 1) * height] @ _horizontal(width, channels, row)
+    out = term if out is None else out + term
+  return np.asarray(out, np.float32).reshape(height, width, channels)
 
 
 def correlate_fft(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -106,8 +119,7 @@ def correlate_fft(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(full[2 * ry:2 * ry + height, 2 * rx:2 * rx + width], np.float32)
 
 
-def correlate(img: np.ndarray, kernel: np.ndarray, tolerance: float = TOLERANCE,
-              max_rank: int = MAX_RANK) -> np.ndarray:
+def correlate(img: np.ndarray, kernel: np.ndarray, tolerance: float = TOLERANCE) -> np.ndarray:
   """Filters an HWC float32 image with a 2-D kernel (odd sizes), reflected edges; see the module docstring."""
   kernel = np.asarray(kernel, np.float64)
   if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
@@ -115,6 +127,6 @@ def correlate(img: np.ndarray, kernel: np.ndarray, tolerance: float = TOLERANCE,
   if kernel.shape == (1, 1):
     return img * np.float32(kernel[0, 0])
   factors = low_rank(kernel, tolerance)
-  if len(factors) > max_rank:
+  if len(factors) * (max(kernel.shape) + 9) > PASS_BUDGET:
     return correlate_fft(img, kernel)
   return correlate_separable(img, factors)

@@ -49,28 +49,27 @@ def selection_probability(rate: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _tiling(height: int, width: int, phase_y: int,
-            phase_x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """(tiles, valid, size, slots): the flat pixel index in each tile slot (-1 outside the image), which slots
-  are in the image, the pixel count of each tile, and the flat positions of the in-image slots."""
+def _tiling(height: int, width: int, phase_y: int, phase_x: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(tiles, valid, size): the flat pixel index in each tile slot (-1 outside the image), which slots are in
+  the image, and the pixel count of each tile."""
   tiles_y = (height + phase_y + TILE - 1) // TILE
   tiles_x = (width + phase_x + TILE - 1) // TILE
-  grid = np.full((tiles_y * TILE, tiles_x * TILE), -1, np.int64)
-  grid[phase_y:phase_y + height, phase_x:phase_x + width] = np.arange(height * width).reshape(height, width)
+  grid = np.full((tiles_y * TILE, tiles_x * TILE), -1, np.int32)
+  grid[phase_y:phase_y + height, phase_x:phase_x + width] = np.arange(height * width, dtype=np.int32).reshape(
+      height, width)
   tiles = grid.reshape(tiles_y, TILE, tiles_x, TILE).transpose(0, 2, 1, 3).reshape(-1, TILE * TILE)
   tiles = np.ascontiguousarray(tiles)
   valid = tiles >= 0
   size = valid.sum(axis=1)
-  slots = np.flatnonzero(valid)
-  for array in (tiles, valid, size, slots):
+  for array in (tiles, valid, size):
     array.setflags(write=False)
-  return tiles, valid, size, slots
+  return tiles, valid, size
 
 
 def shuffle_sources(height: int, width: int, rate: float, rng: np.random.Generator) -> np.ndarray:
   """(height, width) int array: the flat index of the pixel that lands at each position."""
   phase_y, phase_x = (int(v) for v in rng.integers(0, TILE, size=2))
-  tiles, valid, size, slots = _tiling(height, width, phase_y, phase_x)
+  tiles, valid, size = _tiling(height, width, phase_y, phase_x)
   draws = rng.random((2,) + tiles.shape, dtype=np.float32)
   selected = valid & (draws[0] < selection_probability(float(rate)).astype(np.float32)[size][:, None])
   count = selected.sum(axis=1)
@@ -85,19 +84,17 @@ def shuffle_sources(height: int, width: int, rate: float, rng: np.random.Generat
   order = np.argsort(draws[1], axis=1)
   tile_slots = np.take_along_axis(tiles, order, 1)
   chosen = np.take_along_axis(selected, order, 1)
-  rows = np.arange(tiles.shape[0])
-  following = np.empty(tiles.shape, np.int64)
-  nearest = np.full(tiles.shape[0], -1, np.int64)
+  following = np.empty(tiles.shape, np.int8)
+  nearest = np.full(tiles.shape[0], -1, np.int8)
   for j in range(TILE * TILE - 1, -1, -1):  # Next selected column after j, by a backward scan.
     following[:, j] = nearest
-    nearest = np.where(chosen[:, j], j, nearest)
+    nearest = np.where(chosen[:, j], np.int8(j), nearest)
   following = np.where(following < 0, nearest[:, None], following)  # Wrap to the first selected one.
-  received = np.where(chosen, tile_slots[rows[:, None], np.maximum(following, 0)], tile_slots)
+  received = np.where(chosen, np.take_along_axis(tile_slots, np.maximum(following, 0), 1), tile_slots)
 
-  shuffled = tiles.copy()
-  np.put_along_axis(shuffled, order, received, 1)
-  sources = np.empty(height * width, np.int64)
-  sources[tiles.ravel()[slots]] = shuffled.ravel()[slots]
+  in_image = tile_slots >= 0
+  sources = np.empty(height * width, np.int32)
+  sources[tile_slots[in_image]] = received[in_image]
   return sources.reshape(height, width)
 
 
