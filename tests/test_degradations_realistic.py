@@ -68,8 +68,8 @@ def test_random_choices_follow_real_esrgan_rates(monkeypatch):
       img.shape[0], h)))
   monkeypatch.setattr(realistic, "add_gaussian", record("noise", realistic.add_gaussian, lambda img, rng, sigma,
                                                         gray: ("gaussian", sigma * 255, gray)))
-  monkeypatch.setattr(realistic, "add_poisson", record("noise", realistic.add_poisson, lambda img, rng, peak, gain,
-                                                       gray: ("poisson", gain, gray)))
+  monkeypatch.setattr(realistic, "add_levels_poisson", record("noise", realistic.add_levels_poisson,
+                                                              lambda img, rng, gain, gray: ("poisson", gain, gray)))
   monkeypatch.setattr(realistic, "compress", record("jpeg", realistic.compress, lambda img, quality: quality))
   monkeypatch.setattr(realistic.filtering, "correlate", record(
       "filters", realistic.filtering.correlate, lambda img, kernel: kernel.shape[0]))
@@ -119,12 +119,26 @@ def test_random_choices_follow_real_esrgan_rates(monkeypatch):
   assert {f[0] for f in filters} == set(range(7, 22, 2))
 
 
-def test_poisson_peak_counts_8_bit_levels():
-  """Real-ESRGAN's Poisson peak: distinct 8-bit levels rounded up to a power of 2."""
-  assert realistic.poisson_levels(np.full((8, 8, 3), 0.5, np.float32)) == 1.0
-  ramp = (np.arange(300) / 299).reshape(10, 30, 1).astype(np.float32)
-  assert realistic.poisson_levels(ramp) == 256.0
-  assert realistic.poisson_levels(ramp * 0.3) == 128.0  # 0..76.5: 78 levels.
+def test_poisson_noise_follows_real_esrgan(monkeypatch):
+  """Levels rounded to 8 bits; peak = distinct levels rounded up to a power of 2; noise = gain * (counts / peak
+  - level / 255), added to the unrounded image."""
+  peaks = []
+  original = realistic.poisson.counts
+  monkeypatch.setattr(realistic.poisson, "counts", lambda levels, peak, rng: (peaks.append(peak),
+                                                                              original(levels, peak, rng))[1])
+  flat = np.full((128, 128, 3), 0.5, np.float32)  # One level: peak 1, so Poisson(128 / 255) counts.
+  out = realistic.add_levels_poisson(flat, np.random.default_rng(0), 0.05, gray=False).astype(np.float64)
+  level = 128 / 255
+  assert out.max() < 1.0  # Unclipped: counts of 10 (P < 1e-10 here) would be needed to reach 1.
+  counts = (out - 0.5) / 0.05 + level  # Back to counts / peak.
+  np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)
+  n = counts.size
+  assert abs(counts.mean() - level) < 4 * np.sqrt(level / n) and abs(counts.var() - level) < 4 * level * np.sqrt(
+      (2 + 1 / level) / n)
+  ramp = np.repeat((np.arange(300) / 299).reshape(10, 30, 1), 3, axis=2).astype(np.float32)
+  realistic.add_levels_poisson(ramp, np.random.default_rng(0), 1.0, gray=False)
+  realistic.add_levels_poisson(ramp * 0.3, np.random.default_rng(0), 1.0, gray=True)  # 0..76.5: 78 levels.
+  assert peaks == [1.0, 256.0, 128.0]
 
 
 def test_other_scales():

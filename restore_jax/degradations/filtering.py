@@ -11,8 +11,8 @@ dropped part's absolute sum is below `tolerance`, so the result is within `toler
 for images in [0, 1] (1e-5 by default, far below an 8-bit level). Each outer product is a vertical then a
 horizontal 1-D pass, done as products with sparse banded matrices (the edge reflection folded into their
 indices, so no padded copy is made): k multiply-adds per pixel and pass, in C, on one thread. Gaussian
-kernels have rank 1; Real-ESRGAN's other kernels have rank 3 to 10, and past a few passes one FFT of the
-image (float32, its cost independent of the kernel) is cheaper. The switch follows a cost model measured on
+kernels have rank 1 (found without an SVD); Real-ESRGAN's other kernels have rank 3 to 10, and past a few
+passes one FFT of the image (float32, its cost independent of the kernel) is cheaper. The switch follows a cost model measured on
 one core (256 x 256 RGB, CPU time, `benchmarks/degradations.py --calibrate-filter`): a rank-1 pair of passes
 costs about 0.7 + 0.09 k ms for k taps, the FFT path about 4.5 ms, so passes are used while
 rank * (k + 9) <= 45.
@@ -28,6 +28,21 @@ import scipy.sparse
 
 TOLERANCE = 1e-5
 PASS_BUDGET = 45  # Separable passes while rank * (taps + 9) stays within this (see the module docstring).
+
+
+def rank_one(kernel: np.ndarray, tolerance: float = TOLERANCE) -> list[tuple[np.ndarray, np.ndarray]] | None:
+  """[(column, row)] if kernel is their outer product within `tolerance` (isotropic Gaussians), else None.
+
+  The centre column and row of a separable kernel are its factors up to scale: O(k^2), no SVD needed.
+  """
+  cy, cx = kernel.shape[0] // 2, kernel.shape[1] // 2
+  pivot = kernel[cy, cx]
+  if pivot == 0:
+    return None
+  column, row = kernel[:, cx] / pivot, kernel[cy, :]
+  if np.abs(kernel - np.outer(column, row)).sum() > tolerance:
+    return None
+  return [(column, row)]
 
 
 def low_rank(kernel: np.ndarray, tolerance: float = TOLERANCE) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -126,7 +141,11 @@ def correlate(img: np.ndarray, kernel: np.ndarray, tolerance: float = TOLERANCE)
     raise ValueError(f"Filter kernels must be 2-D with odd sizes, got shape {kernel.shape}.")
   if kernel.shape == (1, 1):
     return img * np.float32(kernel[0, 0])
-  factors = low_rank(kernel, tolerance)
+  factors = rank_one(kernel, tolerance)
+  if factors is None:
+    if 2 * (max(kernel.shape) + 9) > PASS_BUDGET:  # Rank 2 or more: no SVD needed to know passes lose.
+      return correlate_fft(img, kernel)
+    factors = low_rank(kernel, tolerance)
   if len(factors) * (max(kernel.shape) + 9) > PASS_BUDGET:
     return correlate_fft(img, kernel)
   return correlate_separable(img, factors)

@@ -25,7 +25,8 @@ def luma(img: np.ndarray) -> np.ndarray:
   """BT.601 luma (H, W, 1) of an RGB image; a 1-channel image is returned as is."""
   if img.shape[2] == 1:
     return img
-  return (img @ BT601)[:, :, None]
+  r, g, b = BT601
+  return (r * img[:, :, 0] + g * img[:, :, 1] + b * img[:, :, 2])[:, :, None]
 
 
 def add_gaussian(img: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool) -> np.ndarray:

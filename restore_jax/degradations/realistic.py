@@ -15,8 +15,7 @@ sigma in 8-bit levels, 1..30; poisson_scale is the noise gain; probabilities as 
 there carries over. Resampling follows its PyTorch F.interpolate (no antialiasing, bicubic a = -0.75) with a
 mode drawn from area / bilinear / bicubic; area is exact area averaging. Where this differs from the
 reference implementation: JPEG is libjpeg through Pillow (not a differentiable re-implementation); filtering
-reflects the edge pixel ("symmetric"); the Poisson noise skips the reference's 8-bit rounding of the image
-before sampling. The reference also degrades an unsharp-masked copy of the target; here the target is used as
+reflects the edge pixel ("symmetric"). The reference also degrades an unsharp-masked copy of the target; here the target is used as
 it is (sharpening the target is a loss-side choice).
 """
 
@@ -26,21 +25,26 @@ import math
 
 import numpy as np
 
-from restore_jax.degradations import filtering, kernels, resample
+from restore_jax.degradations import filtering, kernels, poisson, resample
 from restore_jax.degradations.base import Degradation, Options, check_divisible, odd_sizes
 from restore_jax.degradations.blur import MixedKernels
 from restore_jax.degradations.jpeg import compress
-from restore_jax.degradations.noise import add_gaussian, add_poisson, luma
+from restore_jax.degradations.noise import add_gaussian, luma
 from restore_jax.degradations.registry import register
 
 _KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 
 
-def poisson_levels(img: np.ndarray) -> float:
-  """Real-ESRGAN's Poisson peak: the image's count of distinct 8-bit levels, rounded up to a power of 2."""
-  levels = np.count_nonzero(np.bincount((np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).ravel(),
-                                        minlength=256))
-  return float(2 ** math.ceil(math.log2(max(levels, 1))))
+def add_levels_poisson(img: np.ndarray, rng: np.random.Generator, gain: float, gray: bool) -> np.ndarray:
+  """Real-ESRGAN's Poisson noise: round the image (or its luma) to 8-bit levels v, take the count of distinct
+  levels rounded up to a power of 2 as the peak, and add gain * (Poisson(v * peak) / peak - v); clip."""
+  source = luma(img) if gray else img
+  levels = np.rint(np.clip(source, 0.0, 1.0) * 255.0).astype(np.uint8)
+  distinct = np.count_nonzero(np.bincount(levels.ravel(), minlength=256))
+  peak = float(2 ** math.ceil(math.log2(distinct)))
+  noise = poisson.counts(levels, peak, rng).astype(np.float32) / np.float32(peak)
+  noise -= levels.astype(np.float32) / np.float32(255.0)
+  return np.clip(img + np.float32(gain) * noise, 0.0, 1.0)
 
 
 class _Stage:
@@ -74,9 +78,7 @@ class _Stage:
       sigma = rng.uniform(*self.noise_range) / 255.0
       return add_gaussian(img, rng, sigma, rng.uniform() < self.gray_noise_prob)
     gain = rng.uniform(*self.poisson_scale_range)
-    gray = rng.uniform() < self.gray_noise_prob
-    peak = poisson_levels(luma(img) if gray else img)
-    return add_poisson(img, rng, peak, gain, gray)
+    return add_levels_poisson(img, rng, gain, rng.uniform() < self.gray_noise_prob)
 
   def jpeg(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     low, high = self.jpeg_range
