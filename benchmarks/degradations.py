@@ -197,6 +197,16 @@ def shuffle_psnr(images: list[np.ndarray]) -> dict[str, float]:
   return result
 
 
+def markdown_table(result: dict) -> str:
+  """The results as the table of docs/degradations.md and benchmarks/degradations.md."""
+  lines = ["| configuration | 128 px, CPU | 128 px, wall | 256 px, CPU | 256 px, wall |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+  for row in result["results"]:
+    lines.append(f"| {row['label']} | {row['samples_per_cpu_s_128']:.0f} | {row['samples_per_s_128']:.0f} | "
+                 f"{row['samples_per_cpu_s_256']:.0f} | {row['samples_per_s_256']:.0f} |")
+  return "\n".join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--output", help="Write the results as JSON here.")
@@ -207,7 +217,12 @@ def main() -> None:
   parser.add_argument("--dm-pix", action="store_true", help="Also time dm-pix's jitted ops per 256 px sample.")
   parser.add_argument("--shuffle-psnr", action="store_true", help="Also report the PSNR of the shuffle presets.")
   parser.add_argument("--calibrate-filter", action="store_true", help="Also time the two filtering paths.")
+  parser.add_argument("--table", help="Only print the markdown table of this results file.")
   args = parser.parse_args()
+  if args.table:
+    with open(args.table) as f:
+      print(markdown_table(json.load(f)))
+    return
 
   load_at_start = list(os.getloadavg())
   images = {size: crops(size, args.samples) for size in SIZES}

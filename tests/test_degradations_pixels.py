@@ -223,31 +223,3 @@ def test_pixel_shuffle_presets_and_extremes(photo):
   everything = make_degradation(dict(name="pixel_shuffle", rate=1.0))(target, np.random.default_rng(0))["input"]
   assert (everything != target).any(-1).mean() > 0.999  # All but pixels alone in a corner tile move.
 
-
-# Poisson draws by table inversion (the realistic chain's sampler).
-
-def test_table_poisson_inverts_the_cdf_exactly():
-  from restore_jax.degradations import poisson  # pylint: disable=import-outside-toplevel
-  import scipy.stats  # pylint: disable=import-outside-toplevel
-
-  levels = np.random.default_rng(0).integers(0, 256, size=(64, 64)).astype(np.uint8)
-  for peak in (1.0, 16.0, 256.0):
-    drawn = poisson.counts(levels, peak, np.random.default_rng(1))
-    # The same uniforms, inverted by scipy's CDF and a plain search: the smallest k with CDF(k) >= u.
-    u = np.clip(np.random.default_rng(1).random(levels.size), poisson.EDGE, 1 - poisson.EDGE)
-    means = levels.ravel() / 255 * peak
-    expected = np.zeros(levels.size, np.int64)
-    for k in range(int(peak + 12 * np.sqrt(peak) + 40)):
-      expected += scipy.stats.poisson.cdf(k, means) < u
-    np.testing.assert_array_equal(drawn.ravel(), expected)
-
-
-@pytest.mark.parametrize("level, peak", [(200, 256.0), (3, 256.0), (128, 4.0)])
-def test_table_poisson_statistics(level, peak):
-  from restore_jax.degradations import poisson  # pylint: disable=import-outside-toplevel
-
-  n = 200_000
-  drawn = poisson.counts(np.full(n, level, np.uint8), peak, np.random.default_rng(2)).astype(np.float64)
-  mean = level / 255 * peak
-  assert abs(drawn.mean() - mean) < 4 * np.sqrt(mean / n)
-  assert abs(drawn.var() - mean) < 4 * mean * np.sqrt((2 + 1 / mean) / n)  # Poisson: mu4 = 3 mu^2 + mu.

@@ -99,10 +99,14 @@ def test_random_choices_follow_real_esrgan_rates(monkeypatch):
 
   resizes, noises, qualities, filters = (per_run(n) for n in ("resize", "noise", "jpeg", "filters"))
   first = [r[0] for r in resizes]
-  assert near(sum(h > s for s, h in first), 0.2, runs) and near(sum(h < s for s, h in first), 0.7, runs)
+  # First resize: to floor(64 f); an up-factor below 65/64 still gives 64.
+  assert near(sum(h > s for s, h in first), 0.2 * (1.5 - 65 / 64) / 0.5, runs)
+  assert near(sum(h < s for s, h in first), 0.7, runs)
   assert all(9 <= h <= 96 for _, h in first)  # floor(64 * [0.15, 1.5]).
   second = [r[1] for r in resizes]
-  assert near(sum(h > 16 for _, h in second), 0.3, runs) and near(sum(h < 16 for _, h in second), 0.4, runs)
+  # Second resize: to int(64 / 4 * f); an up-factor below 17/16 still gives 16 (so looks like keep).
+  assert near(sum(h > 16 for _, h in second), 0.3 * (1.2 - 17 / 16) / 0.2, runs)
+  assert near(sum(h < 16 for _, h in second), 0.4, runs)
   assert all(r[2][1] == 16 for r in resizes)  # The final resize to h / scale.
   for stage, (sigma_high, gain_high) in enumerate(((30, 3.0), (25, 2.5))):
     picks = [n[stage] for n in noises]
@@ -119,26 +123,40 @@ def test_random_choices_follow_real_esrgan_rates(monkeypatch):
   assert {f[0] for f in filters} == set(range(7, 22, 2))
 
 
-def test_poisson_noise_follows_real_esrgan(monkeypatch):
+class _RecordingRng:
+  """Passes Poisson draws through to a real generator, keeping the means asked for."""
+
+  def __init__(self, seed: int):
+    self.rng, self.means = np.random.default_rng(seed), []
+
+  def poisson(self, means):
+    self.means.append(np.asarray(means, np.float64))
+    return self.rng.poisson(means)
+
+
+def test_poisson_noise_follows_real_esrgan():
   """Levels rounded to 8 bits; peak = distinct levels rounded up to a power of 2; noise = gain * (counts / peak
   - level / 255), added to the unrounded image."""
-  peaks = []
-  original = realistic.poisson.counts
-  monkeypatch.setattr(realistic.poisson, "counts", lambda levels, peak, rng: (peaks.append(peak),
-                                                                              original(levels, peak, rng))[1])
   flat = np.full((128, 128, 3), 0.5, np.float32)  # One level: peak 1, so Poisson(128 / 255) counts.
-  out = realistic.add_levels_poisson(flat, np.random.default_rng(0), 0.05, gray=False).astype(np.float64)
+  rng = _RecordingRng(0)
+  out = realistic.add_levels_poisson(flat, rng, 0.05, gray=False).astype(np.float64)
   level = 128 / 255
+  np.testing.assert_allclose(rng.means[0], level)
   assert out.max() < 1.0  # Unclipped: counts of 10 (P < 1e-10 here) would be needed to reach 1.
   counts = (out - 0.5) / 0.05 + level  # Back to counts / peak.
   np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)
   n = counts.size
-  assert abs(counts.mean() - level) < 4 * np.sqrt(level / n) and abs(counts.var() - level) < 4 * level * np.sqrt(
-      (2 + 1 / level) / n)
-  ramp = np.repeat((np.arange(300) / 299).reshape(10, 30, 1), 3, axis=2).astype(np.float32)
-  realistic.add_levels_poisson(ramp, np.random.default_rng(0), 1.0, gray=False)
-  realistic.add_levels_poisson(ramp * 0.3, np.random.default_rng(0), 1.0, gray=True)  # 0..76.5: 78 levels.
-  assert peaks == [1.0, 256.0, 128.0]
+  assert abs(counts.mean() - level) < 4 * np.sqrt(level / n)
+  assert abs(counts.var() - level) < 4 * level * np.sqrt((2 + 1 / level) / n)  # Poisson: mu4 = 3 mu^2 + mu.
+  # A ramp over all 256 levels: peak 256; a gray ramp over levels 0..51: 52 levels, peak 64.
+  ramp = np.repeat((np.arange(256) / 255).reshape(8, 32, 1), 3, axis=2).astype(np.float32)
+  rng = _RecordingRng(1)
+  realistic.add_levels_poisson(ramp, rng, 1.0, gray=False)
+  np.testing.assert_allclose(rng.means[0], np.broadcast_to(np.arange(256).reshape(8, 32, 1) / 255 * 256,
+                                                           (8, 32, 3)), atol=1e-9)
+  realistic.add_levels_poisson(ramp * 0.2, rng, 1.0, gray=True)
+  assert rng.means[1].shape == (8, 32, 1)  # One plane: the luma's.
+  np.testing.assert_allclose(rng.means[1], np.round(np.arange(256) * 0.2).reshape(8, 32, 1) / 255 * 64, atol=1e-9)
 
 
 def test_other_scales():

@@ -14,7 +14,7 @@ indices, so no padded copy is made): k multiply-adds per pixel and pass, in C, o
 kernels have rank 1 (found without an SVD); Real-ESRGAN's other kernels have rank 3 to 10, and past a few
 passes one FFT of the image (float32, its cost independent of the kernel) is cheaper. The switch follows a cost model measured on
 one core (256 x 256 RGB, CPU time, `benchmarks/degradations.py --calibrate-filter`): a rank-1 pair of passes
-costs about 0.7 + 0.09 k ms for k taps, the FFT path about 4.5 ms, so passes are used while
+costs about 0.7 + 0.09 k ms for k taps, the FFT path about 3 ms, so passes are used while
 rank * (k + 9) <= 45.
 """
 

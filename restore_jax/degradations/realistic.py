@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from restore_jax.degradations import filtering, kernels, poisson, resample
+from restore_jax.degradations import filtering, kernels, resample
 from restore_jax.degradations.base import Degradation, Options, check_divisible, odd_sizes
 from restore_jax.degradations.blur import MixedKernels
 from restore_jax.degradations.jpeg import compress
@@ -42,7 +42,7 @@ def add_levels_poisson(img: np.ndarray, rng: np.random.Generator, gain: float, g
   levels = np.rint(np.clip(source, 0.0, 1.0) * 255.0).astype(np.uint8)
   distinct = np.count_nonzero(np.bincount(levels.ravel(), minlength=256))
   peak = float(2 ** math.ceil(math.log2(distinct)))
-  noise = poisson.counts(levels, peak, rng).astype(np.float32) / np.float32(peak)
+  noise = rng.poisson(levels * (peak / 255.0)).astype(np.float32) / np.float32(peak)
   noise -= levels.astype(np.float32) / np.float32(255.0)
   return np.clip(img + np.float32(gain) * noise, 0.0, 1.0)
 
