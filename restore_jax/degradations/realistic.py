@@ -14,9 +14,9 @@ Key names, units and defaults are those of Real-ESRGAN's options file `train_rea
 sigma in 8-bit levels, 1..30; poisson_scale is the noise gain; probabilities as there), so a recipe from
 there carries over. Resampling follows its PyTorch F.interpolate (no antialiasing, bicubic a = -0.75) with a
 mode drawn from area / bilinear / bicubic; area is exact area averaging. Where this differs from the
-reference implementation: JPEG is libjpeg through Pillow (not a differentiable re-implementation); filtering
-reflects the edge pixel ("symmetric"). The reference also degrades an unsharp-masked copy of the target; here the target is used as
-it is (sharpening the target is a loss-side choice).
+reference implementation: JPEG is libjpeg through Pillow at an integer quality (not a differentiable
+re-implementation); filtering reflects the edge pixel ("symmetric"). The reference also degrades an
+unsharp-masked copy of the target; here the target is used as it is (sharpening it is a loss-side choice).
 """
 
 from __future__ import annotations
@@ -73,8 +73,7 @@ class _Stage:
     return 1.0
 
   def noise(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    gaussian = rng.uniform() < self.gaussian_noise_prob
-    if gaussian:
+    if rng.uniform() < self.gaussian_noise_prob:
       sigma = rng.uniform(*self.noise_range) / 255.0
       return add_gaussian(img, rng, sigma, rng.uniform() < self.gray_noise_prob)
     gain = rng.uniform(*self.poisson_scale_range)
