@@ -6,6 +6,8 @@ same in a module named in `config.imports`, without a fork of the package.
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Mapping
 from typing import Any, Callable, TypeVar
 
@@ -20,13 +22,25 @@ def register(name: str) -> Callable[[_D], _D]:
   """Class decorator adding a Degradation subclass to DEGRADATIONS under `name`."""
 
   def add(cls: _D) -> _D:
-    if name in DEGRADATIONS and DEGRADATIONS[name] is not cls:
+    if name in DEGRADATIONS and not _same_definition(DEGRADATIONS[name], cls):
       raise ValueError(f"A degradation called {name!r} is already registered ({DEGRADATIONS[name].__name__}).")
     cls.name = name
     DEGRADATIONS[name] = cls
     return cls
 
   return add
+
+
+def _same_definition(a: type, b: type) -> bool:
+  """The same class, or the same class statement loaded twice (a recipe file that both registers a degradation
+  and names itself in config.imports is executed once as the config and once as the module)."""
+  if a is b:
+    return True
+  try:
+    files = [inspect.getsourcefile(c) for c in (a, b)]
+    return a.__qualname__ == b.__qualname__ and None not in files and len({os.path.realpath(f) for f in files}) == 1
+  except TypeError:
+    return False
 
 
 def make_degradation(config: Mapping[str, Any], path: str = "degradation") -> Degradation:
