@@ -255,8 +255,17 @@ class PerceptualScorer:
     return scores
 
   def over_the_set(self) -> dict[str, float]:
-    """Dataset-level scores (FID): per-image values of these mean nothing."""
-    return {name: float(accumulator.result()) for name, accumulator in self.dataset.items()}
+    """Dataset-level scores (FID): per-image values of these mean nothing. With several processes, each has seen
+    its share of the images: their features are gathered so the score covers the whole set."""
+    if jax.process_count() == 1:
+      return {name: float(accumulator.result()) for name, accumulator in self.dataset.items()}
+    from restore_jax.perceptual import fid  # pylint: disable=g-import-not-at-top
+
+    scores = {}
+    for name, accumulator in self.dataset.items():
+      restored, clean = (_gather_rows(features) for features in accumulator.features())
+      scores[name] = float(fid.frechet_distance(*fid.feature_statistics(restored), *fid.feature_statistics(clean)))
+    return scores
 
 
 def score(
@@ -293,13 +302,23 @@ def score(
   families = check_metrics(tuple(metrics_to_report) + (("ms_ssim",) if ms_ssim else ()))
   perceptual_scorer = PerceptualScorer(families, crop_border=crop_border, skip_unavailable=skip_unavailable)
   skipped = list(getattr(pairs, "skipped_names", []))
-  images = []
-  for pair in _progress_bar(pairs, enabled=progress):
+  scorable = []
+  for pair in pairs:
     if min(pair.clean.shape[:2]) - 2 * crop_border < _SSIM_WINDOW:
       logging.warning("Evaluation skips %s: %dx%d is too small for an %dx%d SSIM window after cropping %d "
                       "pixels per side.", pair.name, *pair.clean.shape[:2], _SSIM_WINDOW, _SSIM_WINDOW, crop_border)
       skipped.append(pair.name)
-      continue
+    else:
+      scorable.append(pair)
+  if not scorable:
+    raise ValueError(f"None of the {len(pairs)} images is large enough to score with crop_border={crop_border}.")
+  # With several processes each restores and scores every process_count-th image; the scores are then shared,
+  # so every process reports the same per-image list and means as one process would.
+  process_index, process_count = jax.process_index(), jax.process_count()
+  mine = list(range(process_index, len(scorable), process_count))
+  images: dict[int, dict[str, Any]] = {}
+  for i in _progress_bar(mine, enabled=progress):
+    pair = scorable[i]
     start = time.perf_counter()
     restored = np.asarray(restore_fn(pair.degraded, pair.mask), np.float32)
     seconds = time.perf_counter() - start
@@ -310,15 +329,55 @@ def score(
           "clean image's size: check that the model's or baseline's scale matches the recipe's degradation.")
     scores = image_metrics(restored, pair.clean, crop_border=crop_border, families=families)
     scores.update(perceptual_scorer.image(restored, pair.clean))
-    images.append({"name": pair.name, **scores, "seconds": seconds})
-  if not images:
-    raise ValueError(f"None of the {len(pairs)} images is large enough to score with crop_border={crop_border}.")
+    images[i] = {**scores, "seconds": seconds}
+  if process_count > 1:
+    images = _share_between_processes(images, len(scorable))
+  images = [{"name": pair.name, **images[i]} for i, pair in enumerate(scorable)]
   per_image_keys = [k for k in images[0] if k not in ("name", "seconds")]
   mean_keys = [k for k in per_image_keys if all(k in image for image in images)]
   mean = {k: float(np.mean([image[k] for image in images])) for k in mean_keys}
   mean.update(perceptual_scorer.over_the_set())
   return {"mean": mean, "images": images, "skipped": len(skipped), "skipped_names": skipped,
           "crop_border": int(crop_border)}
+
+
+def _gather_rows(rows: np.ndarray) -> np.ndarray:
+  """Every process's (n_p, d) rows, concatenated on every process (n_p may differ, and be 0)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  counts = multihost_utils.process_allgather(np.int64(len(rows)))
+  width = int(np.max(multihost_utils.process_allgather(np.int64(rows.shape[1] if len(rows) else 0))))
+  rows = rows.reshape(len(rows), width) if len(rows) else np.zeros((0, width))
+  padded = np.zeros((int(np.max(counts)), width), np.float64)
+  padded[:len(rows)] = rows
+  gathered = multihost_utils.process_allgather(padded)
+  return np.concatenate([gathered[p, :int(n)] for p, n in enumerate(counts)])
+
+
+def _share_between_processes(mine: dict[int, dict[str, float]], count: int) -> dict[int, dict[str, float]]:
+  """Every process's scores of its own images -> every image's scores, on every process.
+
+  Scores travel as one (count, keys) float64 table per process (NaN where a process did not score an image, or
+  a metric does not apply to it) through an all-gather; image i is taken from the process that scored it.
+  """
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  keys = sorted({k for scores in mine.values() for k in scores})
+  # Every process must agree on the columns: an image too small for MS-SSIM on one process must not drop the
+  # column elsewhere. The union of names goes round first, as a bit mask over the names any metric can report.
+  names = _all_keys() + ["seconds"]
+  present = multihost_utils.process_allgather(np.array([name in keys for name in names]))
+  keys = [name for name, any_process in zip(names, np.any(present, axis=0)) if any_process]
+  table = np.full((count, len(keys)), np.nan)
+  for i, scores in mine.items():
+    table[i] = [scores.get(k, np.nan) for k in keys]
+  tables = multihost_utils.process_allgather(table)  # (process_count, count, keys)
+  owners = np.arange(count) % tables.shape[0]
+  shared = {}
+  for i in range(count):
+    row = tables[owners[i], i]
+    shared[i] = {k: float(v) for k, v in zip(keys, row) if not np.isnan(v)}
+  return shared
 
 
 def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
