@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_images = 16  # At most this many images per evaluation (0 = all).
   c.eval.seed = 0  # Seeds each image's degradation, so every evaluation scores the same inputs.
   c.eval.use_ema = True  # Score the EMA generator (as evaluate.py and restore.py do by default).
+  # Images go through the generator in tiles of this many input pixels (0 = whole), cross-faded as restore does:
+  # device memory is bounded by the tile, whatever the size of the validation images.
+  c.eval.tile = 512
+  c.eval.tile_overlap = 32
   c.eval.best_metric = "psnr_y"  # Keep the best checkpoint by this mean metric in DIR/best ("" = don't).
 
   # Test hooks: never set in a recipe.
