@@ -15,7 +15,7 @@ initialisers take minutes to compile on a CPU), on the default device. Each meas
 
 - save: `checkpoint.save` called `--saves` times (each waited for before the next, outside the timing); its
   blocking time is what the training loop loses. The same state saved by orbax alone (the state and data
-  iterator items, no digest) is the reference. The first save of each kind is reported apart: it includes
+  iterator items, no digest) is the reference; the two kinds alternate, so both meet the same machine load. The first save of each kind is reported apart: it includes
   one-off costs (orbax's handler set-up; with fingerprints, compiling one small kernel per array shape).
 - load: `inference.load_generator` (EMA weights) from the last save, with the peak RSS over the RSS before it
   (VmHWM reset through /proc/self/clear_refs) and the bytes tensorstore read from disk. The files were just
@@ -86,25 +86,28 @@ def measure_saves(workdir: str, saves: int) -> dict:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config.to_dict(), f, default=str)
 
-  def blocking(save, manager) -> tuple[list[float], list[float]]:
-    blocked, finished = [], []
-    for step in range(1, saves + 1):
-      start = time.perf_counter()
-      save(manager, step)
-      blocked.append(time.perf_counter() - start)
-      manager.wait_until_finished()
-      finished.append(time.perf_counter() - start)
-    return blocked, finished
-
   plain = ocp.CheckpointManager(
       checkpoint.absolute(os.path.join(workdir, "orbax_only")), item_names=("state", "data"),
       options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=True))
-  plain_blocked, plain_finished = blocking(lambda m, step: m.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)), force=True), plain)
-  plain.close()
   ours = checkpoint.make_manager(checkpoint.absolute(os.path.join(workdir, "checkpoints")), keep=1)
-  ours_blocked, ours_finished = blocking(lambda m, step: checkpoint.save(m, step, state, iterator), ours)
+  kinds = {
+      "orbax": (plain, lambda step: plain.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)), force=True)),
+      "save": (ours, lambda step: checkpoint.save(ours, step, state, iterator)),
+  }
+  blocked = {kind: [] for kind in kinds}
+  finished = {kind: [] for kind in kinds}
+  for step in range(1, saves + 1):  # The two kinds alternate, so both see the same load on a shared machine.
+    for kind, (manager, save) in kinds.items():
+      start = time.perf_counter()
+      save(step)
+      blocked[kind].append(time.perf_counter() - start)
+      manager.wait_until_finished()
+      finished[kind].append(time.perf_counter() - start)
+  plain.close()
   ours.close()
+  plain_blocked, plain_finished, ours_blocked, ours_finished = (
+      blocked["orbax"], finished["orbax"], blocked["save"], finished["save"])
   return dict(state_mib=state_mib, saves=saves, device=str(jax.devices()[0].platform),
               orbax_first_s=plain_blocked[0], orbax_blocking_s=statistics.median(plain_blocked[1:]),
               orbax_until_written_s=statistics.median(plain_finished[1:]),
@@ -180,7 +183,7 @@ def main() -> None:
   parser.add_argument("--output", default="", help="JSON file to add this row to (a row of the same label is "
                       "replaced).")
   parser.add_argument("--workdir", default="/tmp/restore_jax_checkpoint_io", help="Scratch directory (~1.3 GB).")
-  parser.add_argument("--saves", type=int, default=5, help="Saves of each kind; the first is reported apart.")
+  parser.add_argument("--saves", type=int, default=7, help="Saves of each kind; the first is reported apart.")
   parser.add_argument("--loads", type=int, default=3, help="Loads, each in a fresh process.")
   parser.add_argument("--child", choices=("save", "load"), help=argparse.SUPPRESS)
   args = parser.parse_args()
