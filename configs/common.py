@@ -112,6 +112,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.metrics = ("psnr", "ssim")
   # Keep the best checkpoint by this mean metric in DIR/best ("" = don't); lower is better for lpips, niqe, fid.
   c.eval.best_metric = "psnr_y"
+  # Images go through the generator in tiles of this many input pixels (0 = whole), cross-faded as restore does:
+  # device memory is bounded by the tile, whatever the size of the validation images.
+  c.eval.tile = 512
+  c.eval.tile_overlap = 32
 
   # Test hooks: never set in a recipe.
   c.debug = ml_collections.ConfigDict()

