@@ -131,6 +131,17 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def tiny_schedule(c: ml_collections.ConfigDict) -> None:
+  """The run every recipe's `tiny` variant shares: 4 steps of 8 crops of 32 px, logged, evaluated and saved."""
+  c.total_steps = 4
+  c.batch_size = 8
+  c.log_every = 2
+  c.eval_every = 4
+  c.checkpoint_every = 4
+  c.num_grid_images = 2
+  c.data.crop_size = 32
+
+
 def accepted_variants(overrides: Mapping[str, Callable[[ml_collections.ConfigDict], None]]) -> tuple[str, ...]:
   """The sizes, and for every stage the recipe declares, the stage alone and at each size but full."""
   stages = [s for s in STAGES if s in overrides]
