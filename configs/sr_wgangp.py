@@ -12,13 +12,7 @@ from configs import common
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
   """Seconds on a CPU: for tests and CI."""
-  c.total_steps = 4
-  c.batch_size = 8
-  c.log_every = 2
-  c.eval_every = 4
-  c.checkpoint_every = 4
-  c.num_grid_images = 2
-  c.data.crop_size = 32
+  common.tiny_schedule(c)
   c.generator.update(num_feat=8, num_block=1, num_grow_ch=4)
   c.discriminator.update(num_feat=8, input_size=32)
   c.optim.n_critic = 1  # Each critic update adds to the compile time; tests that need more set it.

