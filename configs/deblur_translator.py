@@ -15,13 +15,7 @@ from restore_jax.degradations import default_config, one_of_config
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
   """Seconds on a CPU: for tests and CI. The GAN joins halfway, so a 2 + 2 step run crosses the switch."""
-  c.total_steps = 4
-  c.batch_size = 8
-  c.log_every = 2
-  c.eval_every = 4
-  c.checkpoint_every = 2
-  c.num_grid_images = 2
-  c.data.crop_size = 32
+  common.tiny_schedule(c)
   c.generator.update(num_downs=2, num_feat=8)
   c.discriminator.update(num_feat=8, num_layers=2)
   c.loss.adversarial_start_step = 2
