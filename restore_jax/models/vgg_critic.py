@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from restore_jax.models.conv import Conv
+
 _WIDTH_MULTIPLIERS = (1, 2, 4, 8, 8)
 _DOWNSAMPLE = 2 ** len(_WIDTH_MULTIPLIERS)  # Each stage halves the resolution once.
 
@@ -50,9 +52,9 @@ class VGGCritic(nn.Module):
           "set discriminator.input_size to the HR crop size.")
     for stage, multiplier in enumerate(_WIDTH_MULTIPLIERS):
       width = self.num_feat * multiplier
-      x = _lrelu(nn.Conv(width, (3, 3), dtype=self.dtype, name=f"conv{stage}_0")(x))
+      x = _lrelu(Conv(width, (3, 3), dtype=self.dtype, name=f"conv{stage}_0")(x))
       # 4x4 kernel, stride 2, padding 1: exactly halves an even size (as the torch reference does).
-      x = nn.Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
+      x = Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), dtype=self.dtype,
                   name=f"conv{stage}_1")(x)
       x = _lrelu(x)
       self.sow("intermediates", "features", x.astype(jnp.float32))
