@@ -10,7 +10,9 @@ each one. Prints a table and writes JSON with:
   images_per_sec            batch_size / median step time (what training logs as perf/images_per_sec)
   step_time_s               median, min, max, interquartile range and every timed step
   compile_s                 lowering and compiling the step
+  compilations_while_timing functions JAX compiled during the timed steps (0: nothing is recompiled)
   flops_per_step            XLA's cost analysis of the compiled step (all devices)
+  generator_forward_flops_per_image   the same for the generator's forward pass on one training input
   achieved_flops_per_s      flops_per_step / median step time
   peak_flops_per_s          the best of several float32 matrix products (--peak_size squared) under XLA on the
                             same devices in the same run: what this machine does at best right now
@@ -23,6 +25,7 @@ each one. Prints a table and writes JSON with:
 `--dtype bfloat16` sets config.compute_dtype (mixed precision; parameters and optimizer stay float32).
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -41,7 +44,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from restore_jax import data, losses, models, parallel, plugins, train
-from restore_jax.state import create_gan_state, parameter_count
+from restore_jax.state import create_gan_state, input_shapes, parameter_count
 from restore_jax.step import COMPUTE_DTYPES, MODES
 
 FLAGS = flags.FLAGS
@@ -54,6 +57,27 @@ flags.DEFINE_enum("dtype", None, COMPUTE_DTYPES, "Compute dtype (config.compute_
 flags.DEFINE_integer("pipeline_batches", 8, "Batches timed from the input pipeline alone (0: skip).")
 flags.DEFINE_integer("peak_size", 2048, "Side of the square float32 matrices of the peak measurement.")
 flags.mark_flags_as_required(["config"])
+
+# Recorded by JAX each time a jitted function is lowered to a program (so before the persistent compilation cache
+# is consulted: a cache hit still counts), with the function's name.
+LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+
+
+@contextlib.contextmanager
+def record_lowerings():
+  """Yields a list that receives the name of every function JAX lowers (compiles) inside the block, in order."""
+  lowered: list[str] = []
+
+  def listener(event: str, duration: float, **kwargs) -> None:
+    del duration
+    if event == LOWERING_EVENT:
+      lowered.append(str(kwargs.get("fun_name", "?")))
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield lowered
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _time(fn, *args) -> float:
@@ -105,11 +129,20 @@ def _shape(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return shape
 
 
-def _cost_flops(compiled) -> float:
+def compiled_flops(compiled) -> float:
+  """FLOPs of one call of a compiled program, from XLA's cost analysis (per device for a sharded program)."""
   cost = compiled.cost_analysis() or {}
   if isinstance(cost, list):
     cost = cost[0] if cost else {}
   return float(cost.get("flops", float("nan")))
+
+
+def generator_forward_flops(config: ml_collections.ConfigDict) -> float:
+  """XLA's FLOP count of the generator's forward pass on one training input (batch 1, float32)."""
+  generator = models.make_generator(config.generator)
+  variables = jax.eval_shape(lambda: generator.init(jax.random.key(0), jnp.zeros(input_shapes(config)[0])))
+  x = jax.ShapeDtypeStruct(input_shapes(config)[0], jnp.float32)
+  return compiled_flops(jax.jit(generator.apply).lower(variables, x).compile())
 
 
 def _real_batches(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.Array]:
@@ -142,7 +175,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int, mode: str
   start = time.perf_counter()
   compiled = train.compile_step(step_fn, state, batches, frozen)
   compile_s = time.perf_counter() - start
-  flops = _cost_flops(compiled) * (jax.device_count() if jax.device_count() > 1 else 1)
+  flops = compiled_flops(compiled) * jax.device_count()
 
   def one_step(state):
     state, metrics = compiled(state, batches, frozen)
@@ -152,10 +185,11 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int, mode: str
   for _ in range(warmup):
     state, metrics = one_step(state)
   times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = one_step(state)
-    times.append(time.perf_counter() - start)
+  with record_lowerings() as lowered:
+    for _ in range(steps):
+      start = time.perf_counter()
+      state, metrics = one_step(state)
+      times.append(time.perf_counter() - start)
   metrics = jax.device_get(metrics)
   if not all(np.isfinite(np.asarray(v)).all() for v in metrics.values()):
     raise FloatingPointError(f"The benchmarked step produced non-finite metrics: {metrics}")
@@ -170,10 +204,12 @@ def run(config: ml_collections.ConfigDict, *, steps: int, warmup: int, mode: str
       "images_per_sec": int(config.batch_size) / median,
       "step_time_s": {"median": median, "min": min(times), "max": max(times), "iqr": q3 - q1, "all": times},
       "compile_s": compile_s,
+      "compilations_while_timing": len(lowered),
       "flops_per_step": flops,
       "achieved_flops_per_s": flops / median,
       "peak_flops_per_s": peak,
       "fraction_of_peak": flops / median / peak,
+      "generator_forward_flops_per_image": generator_forward_flops(config),
       "params_generator": parameter_count(state.generator.params),
       "params_discriminator": parameter_count(state.discriminator.params),
   }
