@@ -3,13 +3,21 @@
 A recipe file calls `base_config()`, fills in its model, losses and data, then hands its variant string to
 `apply_variant`, which applies the named overrides it declares. Every key stays overridable from the command line
 with `--config.KEY=VALUE`.
+
+A recipe trained in two runs (ESRGAN's PSNR-oriented model first, then the GAN started from it) declares its first
+run as a stage: `psnr` is the stage at the full recipe's size, `psnr_tiny`, `psnr_demo` and `psnr_bench` the stage
+at the other sizes (the stage's overrides, then the size's, then those of the combined name if the recipe has any).
 """
 
 from collections.abc import Callable, Mapping
 
 import ml_collections
 
-VARIANTS = ("full", "tiny", "demo", "bench")
+SIZES = ("full", "tiny", "demo", "bench")
+# Stages a recipe may declare: "psnr" is a reconstruction-only pre-training run (Wang et al. 2018, ESRGAN section
+# 3.4: the GAN phase starts from a PSNR-oriented model), chained to the next run with generator.init_from.
+STAGES = ("psnr",)
+VARIANTS = SIZES + STAGES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -110,7 +118,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_images = 16  # At most this many images per evaluation (0 = all).
   c.eval.seed = 0  # Seeds each image's degradation, so every evaluation scores the same inputs.
   c.eval.use_ema = True  # Score the EMA generator (as evaluate.py and restore.py do by default).
-  c.eval.best_metric = "psnr_y"  # Keep the best checkpoint by this mean metric in DIR/best ("" = don't).
+  # Metrics: psnr, ssim, ms_ssim, and the perceptual lpips, lpips_vgg, niqe, fid (left out with a warning when
+  # their weights are not installed).
+  c.eval.metrics = ("psnr", "ssim")
+  # Keep the best checkpoint by this mean metric in DIR/best ("" = don't); lower is better for lpips, niqe, fid.
+  c.eval.best_metric = "psnr_y"
+  # Images go through the generator in tiles of this many input pixels (0 = whole), cross-faded as restore does:
+  # device memory is bounded by the tile, whatever the size of the validation images.
+  c.eval.tile = 512
+  c.eval.tile_overlap = 32
 
   # Test hooks: never set in a recipe.
   c.debug = ml_collections.ConfigDict()
@@ -118,16 +134,46 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def tiny_schedule(c: ml_collections.ConfigDict) -> None:
+  """The run every recipe's `tiny` variant shares: 4 steps of 8 crops of 32 px, logged, evaluated and saved."""
+  c.total_steps = 4
+  c.batch_size = 8
+  c.log_every = 2
+  c.eval_every = 4
+  c.checkpoint_every = 4
+  c.num_grid_images = 2
+  c.data.crop_size = 32
+
+
+def accepted_variants(overrides: Mapping[str, Callable[[ml_collections.ConfigDict], None]]) -> tuple[str, ...]:
+  """The sizes, and for every stage the recipe declares, the stage alone and at each size but full."""
+  stages = [s for s in STAGES if s in overrides]
+  return SIZES + tuple(stages) + tuple(f"{s}_{size}" for s in stages for size in SIZES[1:])
+
+
+def in_stage(config: ml_collections.ConfigDict, stage: str) -> bool:
+  """Whether the variant being applied is `stage` at some size ("psnr", "psnr_demo", ...)."""
+  return config.variant == stage or config.variant.startswith(stage + "_")
+
+
 def apply_variant(
     config: ml_collections.ConfigDict,
     variant: str | None,
     overrides: Mapping[str, Callable[[ml_collections.ConfigDict], None]],
 ) -> ml_collections.ConfigDict:
-  """Applies the recipe's override function for `variant` ("" or None = the full recipe)."""
+  """Applies the recipe's override functions for `variant` ("" or None = the full recipe).
+
+  "STAGE_SIZE" (e.g. "psnr_demo") applies the stage's overrides, then the size's, then any declared for the
+  combined name, so a stage only states what differs from the recipe at every size.
+  """
   variant = (variant or "full").strip()
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+  accepted = accepted_variants(overrides)
+  if variant not in accepted:
+    raise ValueError(f"Unknown variant {variant!r}; this recipe accepts {', '.join(accepted)}.")
   config.variant = variant
-  if variant in overrides:
-    overrides[variant](config)
+  stage, _, size = variant.partition("_")
+  steps = (stage, size, variant) if size else (variant,)
+  for name in steps:
+    if name in overrides:
+      overrides[name](config)
   return config

@@ -1,4 +1,6 @@
-"""x4 super-resolution with WGAN-GP (seed 001): ESRGAN's RRDB generator, a VGG-style critic, MSE + VGG19 + WGAN-GP.
+"""x4 super-resolution with WGAN-GP, after the write-up "Single Image Super Resolution": ESRGAN's RRDB generator
+(Wang et al. 2018), a VGG-style critic without batch norm trained with WGAN-GP (Gulrajani et al. 2017), and
+MSE + VGG19 perceptual + adversarial losses (Ledig et al. 2017).
 
 Usage: --config configs/sr_wgangp.py[:tiny|demo|bench]. No variant is the full recipe at the sources' scale.
 """
@@ -10,13 +12,7 @@ from configs import common
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
   """Seconds on a CPU: for tests and CI."""
-  c.total_steps = 4
-  c.batch_size = 8
-  c.log_every = 2
-  c.eval_every = 4
-  c.checkpoint_every = 4
-  c.num_grid_images = 2
-  c.data.crop_size = 32
+  common.tiny_schedule(c)
   c.generator.update(num_feat=8, num_block=1, num_grow_ch=4)
   c.discriminator.update(num_feat=8, input_size=32)
   c.optim.n_critic = 1  # Each critic update adds to the compile time; tests that need more set it.
@@ -66,7 +62,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c = common.base_config()
   c.recipe = "sr_wgangp"
   c.total_steps = 400_000  # ESRGAN's GAN phase length.
-  c.batch_size = 16  # ESRGAN / seed 001.
+  c.batch_size = 16  # ESRGAN (Wang et al. 2018).
   c.task.update(scale=4, in_channels=3, out_channels=3, crop_border=4, baseline="bicubic")
   c.data.crop_size = 128  # HR patches of 128 -> LR 32 (ESRGAN); the critic is built for this size.
   c.degradation = ml_collections.ConfigDict(dict(name="bicubic", scale=4))

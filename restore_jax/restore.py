@@ -29,6 +29,7 @@ from absl import logging
 from restore_jax import image_io, inference, tiling
 from restore_jax import task as task_lib
 from restore_jax.data.sources import IMAGE_EXTENSIONS
+from restore_jax.degradations import Degradation, make_degradation
 
 DEFAULT_TILE = 512  # Input pixels: a 512x512 RRDB tile at x4 fits comfortably in a GPU's memory.
 DEFAULT_OVERLAP = 32  # Input pixels shared by neighbouring tiles, cross-faded over their middle half.
@@ -111,51 +112,50 @@ def make_restore_fn(apply_fn: tiling.ApplyFn, *, scale: int, tile: int, overlap:
   return restore_image
 
 
-def missing_pixels(image: np.ndarray, info: image_io.ImageInfo) -> np.ndarray:
-  """(H, W, 1) float mask of the pixels a photo marks as missing: pure white, or (mostly) transparent."""
-  missing = np.all(image >= 254.5 / 255.0, axis=-1)
-  if info.alpha is not None:
-    missing |= info.alpha < 0.5
-  return missing[..., None].astype(np.float32)
-
-
 def read_mask(path: pathlib.Path, shape: tuple[int, int]) -> np.ndarray:
-  """A mask file (white or any bright value = missing) as (H, W, 1) float, checked against the photo's size."""
+  """A mask file (white or any bright value = missing) as (H, W) float, checked against the photo's size."""
   mask, _ = image_io.read_image(path)
   if mask.shape[:2] != shape:
     raise image_io.ImageReadError(f"The mask {path} is {mask.shape[1]}x{mask.shape[0]}, but the photo is "
                                   f"{shape[1]}x{shape[0]}.")
-  return (mask.mean(axis=-1, keepdims=True) >= 0.5).astype(np.float32)
+  return (mask.mean(axis=-1) >= 0.5).astype(np.float32)
 
 
-def photo_input(image: np.ndarray, info: image_io.ImageInfo, task: task_lib.Task, mask_path: pathlib.Path | None
-                ) -> tuple[np.ndarray, image_io.ImageInfo]:
-  """(what the generator takes for this photo, how to write its output): the task decides both.
+def photo_input(image: np.ndarray, info: image_io.ImageInfo, task: task_lib.Task, degradation: Degradation,
+                mask_path: pathlib.Path | None) -> tuple[np.ndarray, image_io.ImageInfo]:
+  """(what the generator takes for this photo, how to write its output).
 
-  A gray-input task (colorization) sees the photo's luma and writes colour; a task with a mask sees it beside
-  the photo, and the pixels it fills are written opaque.
+  The run's degradation turns a real photo into the kind of input it was trained on without damaging it
+  (`Degradation.prepare`): the luma for a gray-input task, the photo with its mask of missing pixels for a task
+  that fills them. The mask comes from --mask, or else is the photo's pure-white pixels (found by the
+  degradation) together with its transparent ones. A colorizer's output is written in colour; filled pixels are
+  written opaque.
   """
-  x = image
-  if task.in_channels == 1:
-    x = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]  # BT.601 luma.
-    info = dataclasses.replace(info, gray=False)
+  mask = None
   if task.use_mask:
-    mask = read_mask(mask_path, image.shape[:2]) if mask_path is not None else missing_pixels(image, info)
-    x = task_lib.generator_input(x, mask, task)
+    if mask_path is not None:
+      mask = read_mask(mask_path, image.shape[:2])
+    elif info.alpha is not None:
+      white = degradation.prepare(image)["mask"][..., 0]
+      mask = np.maximum(white, (info.alpha < 0.5).astype(np.float32))
     info = dataclasses.replace(info, alpha=None)
-  return x, info
+  example = degradation.prepare(image, mask) if task.use_mask else degradation.prepare(image)
+  if task.in_channels < task.out_channels:
+    info = dataclasses.replace(info, gray=False)
+  return task_lib.generator_input(example["input"], example.get("mask"), task), info
 
 
 def restore_files(pairs: Sequence[tuple[pathlib.Path, pathlib.Path]],
                   restore_image: Callable[[np.ndarray, np.dtype], np.ndarray], task: task_lib.Task,
-                  masks: dict[pathlib.Path, pathlib.Path] | None = None) -> list[tuple[pathlib.Path, str]]:
+                  degradation: Degradation, masks: dict[pathlib.Path, pathlib.Path] | None = None
+                  ) -> list[tuple[pathlib.Path, str]]:
   """Restores every (source, destination) pair; returns the (source, reason) of those that could not be read."""
   skipped = []
   for source, destination in _progress(pairs):
     try:
       image, info = image_io.read_image(source)
-      x, info = photo_input(image, info, task, (masks or {}).get(source))
-    except image_io.ImageReadError as e:
+      x, info = photo_input(image, info, task, degradation, (masks or {}).get(source))
+    except ValueError as e:  # Not an image (ImageReadError), or a mask that does not fit it.
       logging.warning("Skipping %s: %s", source, e)
       skipped.append((source, str(e)))
       continue
@@ -209,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   apply_fn = functools.partial(inference.make_apply(generator.module), generator.variables)
   restore_image = make_restore_fn(apply_fn, scale=generator.scale, tile=args.tile, overlap=args.tile_overlap,
                             batch=args.batch, self_ensemble=args.self_ensemble)
-  skipped = restore_files(pairs, restore_image, generator.task, masks)
+  degradation = make_degradation(generator.config.degradation)  # What the model was trained to undo.
+  skipped = restore_files(pairs, restore_image, generator.task, degradation, masks)
   print(f"Restored {len(pairs) - len(skipped)} of {len(pairs)} image(s) into {args.output}.", flush=True)
   if skipped:
     print(f"Skipped {len(skipped)} unreadable file(s):", file=sys.stderr)

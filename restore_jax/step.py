@@ -131,16 +131,15 @@ def make_train_step(
     sown = jax.tree.leaves(updates.get("intermediates", {}))
     return logits.astype(jnp.float32), updates.get("batch_stats", d_stats), sown
 
-  def condition_of(batch: Batch, x: jax.Array, target: jax.Array) -> jax.Array | None:
+  def condition_of(x: jax.Array, target: jax.Array) -> jax.Array | None:
     """The discriminator's condition: the generator's input brought to the target's size."""
     if not conditional:
       return None
-    method = "bicubic" if task.scale > 1 else "nearest"
-    return task_lib.upsample_to(x, target.shape[1], target.shape[2], method)
+    return task_lib.upsample_to(x, target.shape[1], target.shape[2], task.upsample_method)
 
   def critic_update(d_state: ModelState, batch: Batch, x, fake, key, noise_std):
     real = batch["target"]
-    condition = condition_of(batch, x, real)
+    condition = condition_of(x, real)
     real_key, fake_key, mismatch_key, gp_key = jax.random.split(key, 4)
 
     def loss_fn(d_params):
@@ -205,7 +204,7 @@ def make_train_step(
     # Generator: one update against the updated discriminator, through the pullback of the forward pass above.
     adversarial_on = state.step >= lc.adversarial_start_step
     target = last["target"]
-    condition = condition_of(last, x_last, target)
+    condition = condition_of(x_last, target)
     real_key, fake_key = jax.random.split(noise_rng)
 
     def g_loss_fn(output):

@@ -38,6 +38,12 @@ class Task:
   def input_size(self, target_size: int) -> int:
     return target_size // self.scale
 
+  @property
+  def upsample_method(self) -> str:
+    """How an input is brought to the target's size without learning: bicubic where that is the baseline to
+    beat (super-resolution), else nearest (a no-op when the sizes already agree)."""
+    return "bicubic" if self.baseline == "bicubic" else "nearest"
+
 
 def from_config(config: Mapping[str, Any]) -> Task:
   """The task of a recipe config; checks its values and names the key at fault."""
@@ -97,5 +103,4 @@ def baseline_output(inputs: jax.Array, target_shape: tuple[int, ...], task: Task
   baseline is for evaluation only (restore_jax.baselines); in the step it falls back to the input itself.
   """
   height, width = target_shape[1:3]
-  method = "bicubic" if task.baseline == "bicubic" else "nearest"
-  return to_rgb(upsample_to(inputs, height, width, method), target_shape[-1])
+  return to_rgb(upsample_to(inputs, height, width, task.upsample_method), target_shape[-1])

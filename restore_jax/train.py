@@ -103,19 +103,48 @@ def skip_counts_text(skips: dict[str, int]) -> str:
   return ", ".join(f"{k.removeprefix('skipped_')} {v}" for k, v in skips.items() if k != "skipped")
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+def write_config(config: ml_collections.ConfigDict, workdir: epath.Path,
+                 sample_files: dict[str, str] | None = None) -> None:
+  """DIR/config.json: the config, and the sample photos' names and hashes when the run reads "samples"."""
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
+    record = config.to_dict()
+    if sample_files:
+      record[checkpoint.SAMPLE_FILES_KEY] = sample_files
+    (workdir / "config.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANState:
-  """Trains `config` in `workdir`, resuming from the newest good checkpoint there. Returns the final state."""
+  """Trains `config` in `workdir`, resuming from the newest good checkpoint there. Returns the final state.
+
+  SIGTERM/SIGINT are watched from the start: during start-up the run stops before its first step (nothing new to
+  save), later after the step in flight, with a checkpoint; either way StopTraining(EXIT_PREEMPTED).
+  """
+  watcher = preemption.PreemptionWatcher()
+  try:
+    return _train_and_evaluate(config, workdir, watcher)
+  finally:
+    watcher.close()
+
+
+def _stop_if_preempted_while_starting(watcher: preemption.PreemptionWatcher, start_step: int) -> None:
+  if watcher.stop_requested():
+    since = f"the checkpoint of step {start_step}" if start_step else "the start (there is no checkpoint yet)"
+    raise StopTraining(
+        f"Stopped by {watcher.signal_name or 'a signal on another process'} while starting up, before step "
+        f"{start_step + 1}: nothing was trained since {since}, so nothing is lost. Run the same command to "
+        "continue.", preemption.EXIT_PREEMPTED)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        watcher: preemption.PreemptionWatcher) -> GANState:
   plugins.import_for(config)  # The recipe's own degradations, networks and loss terms, before anything is built.
   task = task_lib.from_config(config)
+  evaluate.tiling_from_config(config)  # A bad eval.tile stops the run now, not at its first evaluation.
   workdir = checkpoint.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  checkpoint.check_config_compatible(workdir, config)  # Before config.json is overwritten.
-  write_config(config, workdir)
+  sample_files = sources.sample_files(config)  # What "samples" holds here and now: it depends on the packages.
+  checkpoint.check_config_compatible(workdir, config, sample_files=sample_files)  # Before config.json is rewritten.
+  write_config(config, workdir, sample_files)
 
   # ---------------------------------------------------------------- Logging
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -172,12 +201,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
   preview = None
   window_start = None
   poison_steps = {int(s) for s in config.debug.poison_steps}
-  watcher = preemption.PreemptionWatcher()
   saved_step = start_step
   if start_step >= config.total_steps:
     logging.info("Nothing to do: the checkpoint is at step %d of %d.", start_step, config.total_steps)
   try:
     with metric_writers.ensure_flushes(writer):
+      _stop_if_preempted_while_starting(watcher, start_step)  # A signal while restoring.
       for step in range(start_step + 1, config.total_steps + 1):
         is_last = step == config.total_steps
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -188,6 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
           batch = parallel.to_global_batch({k: local[k] for k in MODEL_KEYS if k in local}, mesh, leading_axes=1)
           if step == start_step + 1:
             train_step = compile_step(train_step, state, batch, frozen)
+            _stop_if_preempted_while_starting(watcher, start_step)  # A signal while compiling.
           state, step_metrics = train_step(state, batch, frozen)
           skips_local = {k: local[k].reshape(-1) for k in SKIP_KEYS}
           skip_history.append(count_skips(parallel.to_global_batch(skips_local, mesh)))
@@ -243,8 +273,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
           if eval_pairs:
             with report_progress.timed("eval"):
               report = run_eval(config, apply_generator, state, eval_pairs, writer, step)
-            if best_manager is not None:
-              if checkpoint.save_best(best_manager, step, state, report["mean"], config.eval.best_metric):
+            if best_manager is not None and config.eval.best_metric in report["mean"]:
+              if checkpoint.save_best(best_manager, step, state, report["mean"], config.eval.best_metric,
+                                      higher_is_better=evaluate.higher_is_better(config.eval.best_metric)):
                 logging.info("New best %s = %.4f at step %d, saved in %s.", config.eval.best_metric,
                              report["mean"][config.eval.best_metric], step, workdir / "best")
         if stop is None and watcher.should_stop(step):
@@ -258,7 +289,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANSt
         if stop is not None:
           raise stop
   finally:
-    watcher.close()
     manager.wait_until_finished()  # Never leave a save half-written, whatever stopped the loop.
     manager.close()
     if best_manager is not None:
@@ -274,15 +304,26 @@ def load_eval_pairs(config: ml_collections.ConfigDict) -> list[evaluate.Pair]:
   if source is None:
     logging.info("No periodic evaluation: set eval.data (e.g. folder:PATH) or eval.holdout > 0.")
     return []
+  families = evaluate.check_metrics(tuple(config.eval.get("metrics", evaluate.DEFAULT_METRICS)))
+  best = config.eval.best_metric
+  if best and evaluate.metric_family(best) not in families:
+    raise ValueError(f"eval.best_metric={best!r} is not among the metrics eval.metrics={families} report; add "
+                     f"its family to eval.metrics or choose another (or '' to keep no best checkpoint).")
   pairs = evaluate.load_pairs(source, config, seed=config.eval.seed, max_images=config.eval.max_images)
   logging.info("Periodic evaluation on %d whole images every %d steps.", len(pairs), config.eval_every)
   return pairs
 
 
 def run_eval(config, apply_generator, state: GANState, pairs, writer, step: int) -> dict:
-  """Scores the (EMA) generator on whole images with evaluate.score; logs means and a few restored images."""
+  """Scores the (EMA) generator on whole images with evaluate.score; logs means and a few restored images.
+
+  Images go through the generator in tiles of eval.tile input pixels (0 = whole), as restore and the evaluate
+  command do, so large validation images cannot run the device out of memory.
+  """
   variables = jax.device_get(state.ema_variables if config.eval.use_ema else state.generator.variables)
-  restore_fn = evaluate.model_restore_fn(apply_generator, variables, task_lib.from_config(config))
+  tile, tile_overlap = evaluate.tiling_from_config(config)  # Device memory bounded by a tile, as in restore.
+  restore_fn = evaluate.model_restore_fn(apply_generator, variables, task_lib.from_config(config), tile=tile,
+                                         tile_overlap=tile_overlap)
   shown = {}  # The first few restorations, reused for the image grid.
 
   def remembering_restore_fn(degraded: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -291,7 +332,9 @@ def run_eval(config, apply_generator, state: GANState, pairs, writer, step: int)
       shown[id(degraded)] = restored
     return restored
 
-  report = evaluate.score(remembering_restore_fn, pairs, crop_border=task_lib.from_config(config).crop_border)
+  report = evaluate.score(remembering_restore_fn, pairs, crop_border=task_lib.from_config(config).crop_border,
+                          metrics_to_report=tuple(config.eval.get("metrics", evaluate.DEFAULT_METRICS)),
+                          skip_unavailable=True)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in report["mean"].items()})
   images = {}
   for pair in pairs[:config.num_grid_images]:

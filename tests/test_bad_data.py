@@ -92,28 +92,40 @@ def test_broken_files_are_skipped_by_reason(tmp_path):
   assert set(SKIP_REASONS) >= {"decode", "empty", "huge", "small"}
 
 
-def test_huge_images_are_refused_from_the_header_without_pil_warnings(monkeypatch):
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    # 10^10 pixels: PIL would raise DecompressionBombError; we skip it as "huge" with the default limit too.
-    assert reason_of(png_header_only(100_000, 100_000)) == "huge"
-    assert reason_of(png_header_only(100_000, 100_000), max_pixels=10**9) == "huge"
-    # 10^8 pixels, between PIL's warning (89.5M) and error (179M) thresholds: refused, and PIL stays quiet.
-    assert reason_of(png_header_only(10_000, 10_000), max_pixels=10**6) == "huge"
-  assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+def test_huge_images_are_refused_from_the_header(monkeypatch):
+  # 10^10 pixels: PIL raises DecompressionBombError whatever data.max_image_pixels says; skipped as "huge".
+  assert reason_of(png_header_only(100_000, 100_000)) == "huge"
+  assert reason_of(png_header_only(100_000, 100_000), max_pixels=10**11) == "huge"
+  with pytest.warns(Image.DecompressionBombWarning):  # 10^8 pixels: PIL's own warning still speaks, ...
+    assert reason_of(png_header_only(10_000, 10_000), max_pixels=10**6) == "huge"  # ... our limit refuses it.
 
   # The limit is inclusive and read from the header: 100x100 passes a 10,000 limit and only then fails to decode
   # (the file holds no pixel data); a 9,999 limit refuses it before decoding.
   assert reason_of(png_header_only(100, 100), max_pixels=10_000) == "decode"
   assert reason_of(png_header_only(100, 100), max_pixels=9_999) == "huge"
 
-  # A real photo over a small limit is refused; under it decodes. PIL's own global limit does not get a say.
   photo = RNG.integers(0, 256, (150, 200, 3), np.uint8)
   data = encode(Image.fromarray(photo), "PNG")
   assert reason_of(data, max_pixels=29_999) == "huge"
-  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # 30,000 pixels is past twice this.
   np.testing.assert_array_equal(to_rgb_float(data, max_pixels=30_000), photo / np.float32(255))
   assert reason_of(photo, max_pixels=29_999) == "huge"  # Arrays obey the same limit.
+  # A stricter limit set on PIL by the user (here 1,000: 30,000 pixels is past twice it) still protects too.
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+  with pytest.raises(BadImage, match="MAX_IMAGE_PIXELS") as error:
+    to_rgb_float(data, max_pixels=30_000)
+  assert error.value.reason == "huge"
+
+
+def test_decoding_leaves_pils_decompression_bomb_protection_on():
+  """Decoding training data never switches off PIL's own limit for the rest of the process."""
+  limit = Image.MAX_IMAGE_PIXELS
+  assert limit is not None
+  photo = encode(Image.fromarray(PHOTO), "PNG")
+  to_rgb_float(photo)
+  assert reason_of(png_header_only(100_000, 100_000)) == "huge"
+  assert Image.MAX_IMAGE_PIXELS == limit
+  with pytest.raises(Image.DecompressionBombError):  # Any other reader in the process is still protected.
+    Image.open(io.BytesIO(png_header_only(100_000, 100_000)))
 
 
 def test_grayscale_and_tiny_images():
@@ -158,17 +170,34 @@ def test_cmyk_jpeg_colours():
     np.testing.assert_allclose(out[4:12, 16 * k + 4:16 * k + 12].mean((0, 1)), rgb, atol=0.03)
 
 
-def test_sixteen_bit_pngs():
+def test_sixteen_bit_images_keep_all_sixteen_bits(tmp_path):
   gray = RNG.integers(0, 65536, (40, 48), np.uint16)
   data = encode(Image.fromarray(gray), "PNG")
   reference = tf_decode(data, channels=1, dtype=tf.uint16)[..., 0] / np.float32(65535)
   np.testing.assert_allclose(to_rgb_float(data), np.repeat(reference[..., None], 3, -1), atol=1e-7)
 
-  # 48-bit RGB (written by TensorFlow; PIL cannot) reads as 8-bit RGB: within one 8-bit level of the 16-bit values.
+  # 48-bit RGB PNG (written by TensorFlow; PIL would read it as 8-bit), as bytes and as a file.
   rgb = RNG.integers(0, 65536, (40, 48, 3), np.uint16)
   data = tf.io.encode_png(rgb).numpy()
   reference = tf_decode(data, dtype=tf.uint16) / np.float32(65535)
-  np.testing.assert_allclose(to_rgb_float(data), reference, atol=1 / 255)
+  np.testing.assert_array_equal(reference, rgb / np.float32(65535))
+  np.testing.assert_allclose(to_rgb_float(data), reference, atol=1e-7)
+  (tmp_path / "rgb16.png").write_bytes(data)
+  np.testing.assert_allclose(to_rgb_float(str(tmp_path / "rgb16.png")), reference, atol=1e-7)
+
+  # 64-bit RGBA PNG: composited on white at 16-bit precision.
+  rgba = RNG.integers(0, 65536, (40, 48, 4), np.uint16)
+  unit = rgba / np.float64(65535)
+  want = unit[..., :3] * unit[..., 3:] + 1 - unit[..., 3:]
+  np.testing.assert_allclose(to_rgb_float(tf.io.encode_png(rgba).numpy()), want, atol=1e-6)
+
+  # 16-bit RGB TIFF, written by tifffile.
+  import tifffile  # pylint: disable=g-import-not-at-top
+
+  tifffile.imwrite(tmp_path / "rgb16.tif", rgb, photometric="rgb")
+  np.testing.assert_allclose(to_rgb_float(str(tmp_path / "rgb16.tif")), rgb / np.float32(65535), atol=1e-7)
+  np.testing.assert_allclose(to_rgb_float((tmp_path / "rgb16.tif").read_bytes()), rgb / np.float32(65535),
+                             atol=1e-7)
 
 
 # ---------------------------------------------------------------- a messy folder through the pipeline

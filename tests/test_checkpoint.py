@@ -11,6 +11,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -358,9 +359,11 @@ def test_load_generator_returns_the_saved_ema_or_raw_params(setup, saved_run, mo
 
 
 def test_load_generator_skips_a_damaged_newest_and_leaves_it_in_place(setup, run_copy, caplog):
+  """Damage to the generator's arrays (here: another step's bytes, caught by the digest) skips the step.
+  (Damage elsewhere in the state does not matter to inference, which reads the generator only.)"""
   _, _, states = setup
   workdir, _ = run_copy
-  _truncate(workdir / "checkpoints" / str(STEPS[1]))
+  _swap_state_files(workdir / "checkpoints" / str(STEPS[1]))
   with caplog.at_level(logging.WARNING):
     loaded = inference.load_generator(workdir)
   assert loaded.step == STEPS[0]
@@ -379,3 +382,199 @@ def test_load_generator_explains_what_is_missing(saved_run, tmp_path):
   with pytest.raises(inference.NoCheckpoint, match="no usable checkpoint"):
     inference.load_generator(tmp_path)
   assert issubclass(inference.NoCheckpoint, ValueError)
+
+
+def _garble_metrics(step_dir: Path):
+  (step_dir / "metrics" / "metrics").write_text("{ not json")
+
+
+def _truncate_every_array_file(step_dir: Path):
+  for f in (step_dir / "state").rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _another_runs_state(step_dir: Path):
+  """Intact files that orbax reads without complaint, but of another state: only the digest can tell."""
+  other = step_dir.parent.parent / "other_best"
+  manager = checkpoint.make_best_manager(other)
+  shapes = jax.tree.map(ocp.utils.to_shape_dtype_struct, _random_state_like_setup())
+  assert checkpoint.save_best(manager, 4, _random_state(shapes, seed=99), {"psnr_y": 1.0}, "psnr_y")
+  manager.wait_until_finished()
+  manager.close()
+  shutil.rmtree(step_dir / "state")
+  shutil.copytree(other / "4" / "state", step_dir / "state")
+
+
+def _random_state_like_setup():
+  config = sr_wgangp.get_config("tiny")
+  generator, discriminator = models.make_generator(config.generator), models.make_discriminator(config.discriminator)
+  return jax.eval_shape(functools.partial(create_gan_state, config, generator, discriminator), jax.random.key(0))
+
+
+@pytest.mark.parametrize("damage", [_garble_metrics, _truncate_every_array_file, _another_runs_state])
+def test_damaged_best_is_set_aside_and_a_new_best_begins(setup, tmp_path, damage, caplog):
+  """A best checkpoint that no longer reads (its metrics, or the generator that evaluation and restoration load)
+  does not stop training: it is moved aside with a warning and the next evaluation becomes the best, however it
+  scores."""
+  _, _, states = setup
+  manager = checkpoint.make_best_manager(tmp_path / "best")
+  assert checkpoint.save_best(manager, 4, states[STEPS[0]], {"psnr_y": 30.0}, "psnr_y")
+  manager.wait_until_finished()
+  manager.close()
+  damage(tmp_path / "best" / "4")
+
+  reopened = checkpoint.make_best_manager(tmp_path / "best")
+  with caplog.at_level(logging.WARNING):
+    assert checkpoint.save_best(reopened, 8, states[STEPS[1]], {"psnr_y": 20.0}, "psnr_y")
+  reopened.wait_until_finished()
+  assert reopened.all_steps() == [8]
+  moved = list((tmp_path / "best_quarantine").glob("*/4"))
+  assert len(moved) == 1 and moved[0].is_dir(), "the damaged best must be kept, not deleted"
+  assert any(str(tmp_path / "best" / "4") in r.getMessage() and r.levelno == logging.WARNING
+             for r in caplog.records)
+  # Later evaluations compare with the new best, as before.
+  assert not checkpoint.save_best(reopened, 12, states[STEPS[0]], {"psnr_y": 19.0}, "psnr_y")
+  reopened.wait_until_finished()
+  reopened.close()
+
+
+# ---------------------------------------------------------------------------------------------- Reading less
+
+
+def _bytes_read() -> int:
+  """Bytes tensorstore has read from local files in this process so far (its own counter)."""
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+
+  metrics = ts.experimental_collect_matching_metrics("/tensorstore/kvstore/file/bytes_read")
+  return sum(int(v["value"]) for m in metrics for v in m["values"])
+
+
+def test_inference_reads_the_generator_and_not_the_critic_or_optimizers(tmp_path):
+  """load_generator reads the generator's weights only: with a critic 60x the generator's size (and two Adam
+  moments of each), the bytes read from disk stay near the generator's own."""
+  config = sr_wgangp.get_config("tiny")
+  config.discriminator.num_feat = 32  # ~3.4 M critic parameters against the generator's ~40 k.
+  generator = models.make_generator(config.generator)
+  discriminator = models.make_discriminator(config.discriminator)
+  shapes = jax.eval_shape(functools.partial(create_gan_state, config, generator, discriminator), jax.random.key(0))
+  state = _random_state(shapes, seed=3)
+  (tmp_path / "config.json").write_text(json.dumps(config.to_dict(), default=str))
+  manager = checkpoint.make_manager(tmp_path / "checkpoints", keep=1)
+  checkpoint.save(manager, 5, state, data.make_train_iterator(config))
+  manager.wait_until_finished()
+  manager.close()
+
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  generator_bytes = nbytes(state.ema_params)
+  state_bytes = nbytes(state.generator) + nbytes(state.discriminator)
+  before = _bytes_read()
+  loaded = inference.load_generator(tmp_path)
+  read = _bytes_read() - before
+  _assert_identical(loaded.variables["params"], state.ema_params)
+  assert state_bytes > 50 * generator_bytes  # The test can tell the two apart.
+  assert read < 2 * generator_bytes + 256 * 1024, (read, generator_bytes, state_bytes)
+
+  before = _bytes_read()
+  raw = inference.load_generator(tmp_path, use_ema=False)
+  assert _bytes_read() - before < 2 * generator_bytes + 256 * 1024
+  _assert_identical(raw.variables["params"], state.generator.params)
+
+
+# ---------------------------------------------------------------------------------------------- Digest
+
+
+def test_save_makes_no_copy_of_the_state_for_its_digest(setup, tmp_path):
+  """The digest costs the loop no copy of the state: a save allocates on the host what orbax's own save of the
+  same items does, give or take far less than the largest array (CRC32 of each array's bytes copied it)."""
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+
+  config, _, states = setup
+  big = jnp.asarray(np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32))  # 16 MiB.
+  state = {"big": big, "small": states[STEPS[0]].ema_params}
+  iterator = data.make_train_iterator(config)
+  plain = ocp.CheckpointManager(tmp_path / "plain", item_names=("state", "data"),
+                                options=ocp.CheckpointManagerOptions(enable_async_checkpointing=True))
+
+  def peak_allocated(save) -> int:
+    for step in (1, 2):  # The first save of each kind pays one-off costs (compilation, handler set-up).
+      tracemalloc.start()
+      save(step)
+      peak = tracemalloc.get_traced_memory()[1]
+      tracemalloc.stop()
+    return peak
+
+  ours = checkpoint.make_manager(tmp_path / "ours", keep=3)
+  ours_peak = peak_allocated(lambda step: checkpoint.save(ours, step, state, iterator))
+  plain_peak = peak_allocated(lambda step: plain.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator))))
+  for manager in (ours, plain):
+    manager.wait_until_finished()
+    manager.close()
+  assert ours_peak - plain_peak < big.nbytes // 4, (ours_peak, plain_peak)
+  restored, step = checkpoint.restore_latest(checkpoint.make_manager(tmp_path / "ours", keep=3), state,
+                                             data.make_train_iterator(config))
+  assert step == 2
+  _assert_identical(restored, state)
+
+
+def _fmix32(x: np.ndarray) -> np.ndarray:
+  """MurmurHash3's 32-bit finaliser (Appleby 2011), in numpy uint64 arithmetic kept to 32 bits."""
+  x = x.astype(np.uint64)
+  x ^= x >> np.uint64(16)
+  x = (x * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
+  x ^= x >> np.uint64(13)
+  x = (x * np.uint64(0xC2B2AE35)) & np.uint64(0xFFFFFFFF)
+  x ^= x >> np.uint64(16)
+  return x
+
+
+def _numpy_fingerprint(array: np.ndarray) -> list[int]:
+  """The documented fingerprint, written with numpy: (sum of fmix32(word + i * 0x9E3779B9), sum of
+  word * (2i + 1)) over the array's 32-bit words in C order, both modulo 2^32."""
+  words = np.ascontiguousarray(array).view(np.uint32).reshape(-1).astype(np.uint64)
+  i = np.arange(words.size, dtype=np.uint64)
+  mixed = _fmix32((words + i * np.uint64(0x9E3779B9)) & np.uint64(0xFFFFFFFF))
+  weighted = (words * (2 * i + 1)) & np.uint64(0xFFFFFFFF)
+  return [int(mixed.sum() & np.uint64(0xFFFFFFFF)), int(weighted.sum() & np.uint64(0xFFFFFFFF))]
+
+
+def test_fingerprint_matches_numpy_and_changes_with_any_one_element():
+  rng = np.random.default_rng(5)
+  x = rng.standard_normal((3, 5, 7)).astype(np.float32)
+  tree = {"a": jnp.asarray(x), "b": {"c": jnp.arange(6, dtype=jnp.int32)}}
+  got = checkpoint.state_fingerprint(tree)
+  assert got == {"['a']": _numpy_fingerprint(x), "['b']['c']": _numpy_fingerprint(np.arange(6, dtype=np.int32))}
+  # The same on 8 devices, replicated, as on one.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  spread = jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  assert checkpoint.state_fingerprint(spread) == got
+  flat = x.reshape(-1)
+  for index in (0, 17, flat.size - 1):  # One bit of one element, anywhere.
+    flipped = flat.copy().view(np.uint32)
+    flipped[index] ^= np.uint32(1 << (index % 32))
+    assert checkpoint.state_fingerprint({"a": jnp.asarray(flipped.view(np.float32))})["['a']"] != got["['a']"]
+  swapped = flat.copy()
+  swapped[[3, 4]] = swapped[[4, 3]]  # Same values, two of them in each other's place.
+  assert checkpoint.state_fingerprint({"a": jnp.asarray(swapped)})["['a']"] != got["['a']"]
+
+
+# ---------------------------------------------------------------------------------------------- Samples
+
+
+def test_changed_sample_photos_warn_with_the_difference(recorded, caplog):
+  files = {"skimage/data/astronaut.png": "a" * 64, "skimage/data/coffee.png": "b" * 64,
+           "sklearn/datasets/images/china.jpg": "c" * 64}
+  record = json.loads((recorded / "config.json").read_text())
+  record["sample_files"] = files
+  (recorded / "config.json").write_text(json.dumps(record))
+  with caplog.at_level(logging.WARNING):
+    checkpoint.check_config_compatible(recorded, sr_wgangp.get_config("tiny"), sample_files=files)
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+  now = {"skimage/data/astronaut.png": "a" * 64, "skimage/data/coffee.png": "d" * 64,
+         "matplotlib/mpl-data/sample_data/grace_hopper.jpg": "e" * 64}
+  with caplog.at_level(logging.WARNING):
+    checkpoint.check_config_compatible(recorded, sr_wgangp.get_config("tiny"), sample_files=now)
+  warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+  assert "sklearn/datasets/images/china.jpg" in warning and "grace_hopper.jpg" in warning
+  assert "skimage/data/coffee.png" in warning and "astronaut" not in warning

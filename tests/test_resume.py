@@ -6,6 +6,7 @@ compared bit for bit (same topology, so same reductions, so the same floats).
 """
 
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -32,8 +33,11 @@ class Run:
   Each run spends most of its time compiling, one core each: starting them together halves the module's time.
   """
 
-  def __init__(self, workdir: Path, *extra: str, signal_after_step: int | None = None):
-    self.workdir, self.lines, self.signal_after_step = workdir, [], signal_after_step
+  def __init__(self, workdir: Path, *extra: str, signal_after_step: int | None = None,
+               signal_on: str | None = None):
+    self.workdir, self.lines = workdir, []
+    # SIGTERM after the given step is logged, or as soon as a log line contains `signal_on`.
+    self.signal_after_step, self.signal_on = signal_after_step, signal_on
     self.compiled = threading.Event()
     self.proc = subprocess.Popen(train_command(workdir, *COMMON, *extra), cwd=REPO, env=cli_env(2),
                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -49,6 +53,9 @@ class Run:
       if self.signal_after_step is not None and re.search(rf"\] \[{self.signal_after_step}\] ", line):
         self.proc.send_signal(signal.SIGTERM)  # Preempt it while it trains.
         self.signal_after_step = None
+      if self.signal_on is not None and self.signal_on in line:
+        self.proc.send_signal(signal.SIGTERM)  # Preempt it while it starts.
+        self.signal_on = None
 
   def wait(self) -> "Run":
     self.proc.wait(timeout=900)
@@ -86,6 +93,9 @@ def runs(tmp_path_factory) -> dict[str, Run]:
   (half_written / "state").mkdir(parents=True)
   (half_written / "state" / "junk").write_bytes(b"\0" * 100)
   second = {"half_resumed": Run(root / "half", f"--config.total_steps={REF_STEPS}")}
+  # Preempted while it starts: set-up, restoring step REF_STEPS, compiling. Its own copy of the finished run.
+  shutil.copytree(root / "reference", root / "startup")
+  second["startup"] = Run(root / "startup", f"--config.total_steps={REF_STEPS + 8}", signal_on="Mesh ")
   if runs["killed"].returncode == 75:
     second["killed_resumed"] = Run(root / "killed", f"--config.total_steps={REF_STEPS}")
   runs.update({name: run.wait() for name, run in second.items()})
@@ -132,6 +142,16 @@ def test_kill_term_saves_and_the_restart_continues_exactly(runs):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"Resumed from the checkpoint of step {stopped}" in resumed.stderr
   assert_trees_equal(read_state(killed.workdir, REF_STEPS), read_state(runs["reference"].workdir, REF_STEPS))
+
+
+def test_kill_term_during_start_up_exits_75_and_loses_nothing(runs):
+  """A scheduler that preempts a job while it restores or compiles sees "preempted" (75), not a kill (143)."""
+  run = runs["startup"]
+  assert run.returncode == 75, (run.returncode, run.stderr[-3000:])
+  assert "Stopped by SIGTERM" in run.stderr and "Traceback" not in run.stderr
+  steps = sorted(int(p.name) for p in (run.workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps[-1] == REF_STEPS  # Nothing trained, nothing lost: the newest checkpoint is the one it started from.
+  assert_trees_equal(read_state(run.workdir, REF_STEPS), read_state(runs["reference"].workdir, REF_STEPS))
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(runs):

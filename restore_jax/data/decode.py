@@ -10,14 +10,16 @@ raises `BadImage` for the rest, with a reason the pipeline counts skips by:
   huge     more than `max_pixels` pixels, judged from the header alone, so a
            decompression bomb never reaches memory
 
-The pixel limit is ours, not PIL's: PIL's process-wide `MAX_IMAGE_PIXELS`
-would warn once per large image and refuse anything past twice its default
-whatever `data.max_image_pixels` says, so the first decode here switches it
-off and every decode here applies `max_pixels` (by default the limit PIL
-itself would have enforced).
+`max_pixels` (data.max_image_pixels) applies on top of PIL's own
+decompression-bomb limit, which is left as it is for the whole process: PIL
+still refuses images of more than twice `PIL.Image.MAX_IMAGE_PIXELS` (and
+warns above it). To train on larger images, raise that limit yourself, e.g.
+in a module named in config.imports.
 
-Transparency is composited on white (not dropped): a transparent background
-stored as black RGB would otherwise appear as black.
+16-bit images keep their 16 bits (PIL alone reads 16-bit colour PNG and TIFF
+as 8-bit; restore_jax.image_io reads them whole). Transparency is composited
+on white (not dropped): a transparent background stored as black RGB would
+otherwise appear as black.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from restore_jax import image_io
 
 REASONS = ("decode", "huge", "empty")  # Values of BadImage.reason.
 # PIL raises DecompressionBombError beyond twice its MAX_IMAGE_PIXELS
@@ -73,7 +77,7 @@ def to_rgb_float(record: Any, *, max_pixels: int | None = None) -> np.ndarray:
     data = bytes(record)
     if not data:
       raise BadImage("empty record (0 bytes)", "empty")
-    return _decode(io.BytesIO(data), max_pixels)
+    return _decode(data, max_pixels)
   if isinstance(record, (str, os.PathLike)):
     try:
       size = os.path.getsize(record)
@@ -85,16 +89,21 @@ def to_rgb_float(record: Any, *, max_pixels: int | None = None) -> np.ndarray:
   raise BadImage(f"unsupported record type {type(record).__name__}")
 
 
-def _decode(file: Any, max_pixels: int) -> np.ndarray:
-  """Opens lazily, checks the header's size, then decodes."""
-  Image.MAX_IMAGE_PIXELS = None  # Ours applies instead (module docstring).
+def _decode(source: Any, max_pixels: int) -> np.ndarray:
+  """Opens lazily (a path or the file's bytes), checks the header's size, then decodes."""
   try:
-    with Image.open(file) as image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
       _check_pixels(image.size, max_pixels)
+      levels = image_io.read_16bit_color(source, image)
+      if levels is not None:
+        return array_to_rgb_float(levels)
       image.load()  # Decodes now, so truncated files fail here.
       return pil_to_rgb_float(image)
   except BadImage:
     raise
+  except Image.DecompressionBombError as e:
+    raise BadImage(f"{e} (PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; raise it in a module of "
+                   "config.imports to read such images)", "huge") from e
   except MemoryError as e:
     raise BadImage("ran out of memory decoding it; lower "
                    "data.max_image_pixels", "huge") from e
@@ -134,11 +143,14 @@ def array_to_rgb_float(array: np.ndarray) -> np.ndarray:
   """HW / HWC arrays -> float32 HWC RGB in [0, 1].
 
   uint8 is scaled by 1/255; uint16 and other integer types (PIL's 32-bit "I"
-  mode holds 16-bit samples) by 1/65535; floats are clipped to [0, 1].
+  mode holds 16-bit samples) by 1/65535; floats are clipped to [0, 1]. Two
+  channels are gray and alpha.
   """
   array = np.asarray(array)
   if array.ndim == 3 and array.shape[-1] == 1:
     array = array[..., 0]
+  if array.ndim == 3 and array.shape[-1] == 2:
+    array = array[..., [0, 0, 0, 1]]  # Gray and alpha -> RGBA.
   if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
     raise BadImage(f"expected an HW or HWC (C in 1, 3, 4) image, got {array.shape}")
   if min(array.shape[:2]) == 0:

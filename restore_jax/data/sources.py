@@ -204,6 +204,33 @@ def sample_photos() -> FileSource:
   return FileSource(paths)
 
 
+def sample_files(config) -> dict[str, str]:
+  """{name: SHA-256} of the photographs behind "samples" when the run reads it (as data.source or eval.data),
+  else {}: that source is whatever the installed packages ship, so a run records what it found.
+
+  Names are relative to the directory that holds the packages ("skimage/data/astronaut.png"), so the record
+  survives a move to another environment with the same packages.
+  """
+  specs = {config.data.source, (config.get("eval") or {}).get("data") or ""}
+  if "samples" not in specs:
+    return {}
+  files = {}
+  for path in sample_photos().paths:
+    name = os.path.relpath(path, _packages_root(path)).replace(os.sep, "/")
+    with open(path, "rb") as f:
+      files[name] = hashlib.sha256(f.read()).hexdigest()
+  return files
+
+
+def _packages_root(path: str) -> str:
+  """The directory holding the package a sample file belongs to (its site-packages)."""
+  for package in ("skimage", "matplotlib", "sklearn"):
+    root = _package_dir(package)
+    if root is not None and os.path.commonpath([root, path]) == root:
+      return os.path.dirname(root)
+  return os.path.dirname(path)
+
+
 def image_folder(path: str) -> FileSource:
   """Every image file under `path`, recursively, sorted for determinism."""
   root = pathlib.Path(path).expanduser()

@@ -1,54 +1,31 @@
-"""Degradations: clean HR image -> the degraded input a generator learns to undo.
+"""Degradations: a clean target image -> the degraded input a generator learns to undo.
 
-A degradation is a function `(target, rng) -> {"input": ..., "mask": ...}`
-on a float32 HWC image in [0, 1], taking a `np.random.Generator` so the data
-pipeline can hand each sample its own seeded randomness. Families live in
-their own modules and are chosen by name from `config.degradation`; adding one
-is a new module plus a line in `DEGRADATIONS`.
+`make_degradation(config.degradation)` returns a `Degradation`, called as
+
+    degrade(target, rng) -> {"input": ..., "mask": ...}
+
+on one clean HWC float32 RGB image in [0, 1], drawing all its randomness from the `np.random.Generator` the
+data pipeline seeds per sample, so the same (config, target, seed) gives the same output bit for bit, in any
+process. `input` is float32 (h, w, c) with h = H / scale and c = 1 for grayscale, 3 otherwise; `mask`
+(h, w, 1), 1 = missing pixel, comes only from damage (and chains containing it). `degrade.prepare(photo,
+mask=None)` turns a real photo into the model's input without damaging it.
+
+One module per family, each registering itself by name in DEGRADATIONS; docs/degradations.md describes
+every family, its keys, defaults and speed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
-
-import numpy as np
-
+# Importing the family modules registers them.
+from restore_jax.degradations import (blur, chain, damage, downsample, exposure, grayscale, haze, jpeg, noise,
+                                      realistic, shuffle)
+from restore_jax.degradations.base import Degradation
+from restore_jax.degradations.chain import chain_config, one_of_config
+from restore_jax.degradations.registry import (DEGRADATIONS, channels_of, default_config, make_degradation,
+                                               register, scale_of)
 from restore_jax.degradations.resize import imresize
 
-Degradation = Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]
+del blur, chain, damage, downsample, exposure, grayscale, haze, jpeg, noise, realistic, shuffle
 
-
-def bicubic(scale: int = 4) -> Degradation:
-  """MATLAB-style antialiased bicubic downscaling by `scale` (the SR setup).
-
-  The result is clipped to [0, 1] because images are in [0, 1] at every
-  boundary; bicubic overshoot near edges is a few levels at most.
-  """
-  if scale < 1:
-    raise ValueError(f"bicubic degradation needs scale >= 1, got {scale}.")
-
-  def degrade(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    del rng  # Deterministic.
-    return {"input": np.clip(imresize(img, 1.0 / scale), 0.0, 1.0)}
-
-  return degrade
-
-
-# Name -> factory taking the config's keyword arguments.
-DEGRADATIONS: dict[str, Callable[..., Degradation]] = {
-    "bicubic": bicubic,
-}
-
-
-def make_degradation(config: Mapping[str, Any]) -> Degradation:
-  """Builds the degradation named by `config.name` with the remaining keys."""
-  kwargs = dict(config)
-  name = kwargs.pop("name", None)
-  if name not in DEGRADATIONS:
-    raise ValueError(f"Unknown degradation {name!r}; set config.degradation.name "
-                     f"to one of {sorted(DEGRADATIONS)}.")
-  return DEGRADATIONS[name](**kwargs)
-
-
-__all__ = ["DEGRADATIONS", "Degradation", "bicubic", "imresize",
-           "make_degradation"]
+__all__ = ["DEGRADATIONS", "Degradation", "chain_config", "channels_of", "default_config", "imresize",
+           "make_degradation", "one_of_config", "register", "scale_of"]

@@ -74,6 +74,11 @@ class UNetGenerator(nn.Module):
     norm: "batch" (pix2pix), "instance" or "none".
     dropout_rate: dropout in the decoder blocks nearest the bottleneck, active only with train=True (0.5).
     dropout_blocks: how many decoder blocks have dropout (3 in pix2pix).
+    input_residual: predict only a correction of the input image, out = image + tanh(net), instead of
+      (tanh(net) + 1) / 2 (global residual learning, as in VDSR, Kim et al. 2016). Off in pix2pix. The image is
+      the input's first out_ch channels (a mask, when the task has one, comes after them), or its one gray channel
+      repeated (colorization): with the small initial weights the network starts as the identity baseline, so a
+      model trained for minutes corrects the input rather than first learning to copy it through the U.
     dtype: computation dtype; parameters stay float32.
   """
 
@@ -84,6 +89,7 @@ class UNetGenerator(nn.Module):
   norm: str = "batch"
   dropout_rate: float = 0.5
   dropout_blocks: int = 3
+  input_residual: bool = False
   dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
@@ -109,4 +115,16 @@ class UNetGenerator(nn.Module):
     h = layers.to_signed(x).astype(self.dtype)
     h = _UNetLevel(0, widths, self.out_ch, self.norm, self.dropout_rate, self.dropout_blocks, self.dtype,
                    name="level0")(h, train)
-    return layers.tanh_to_unit(h)
+    if not self.input_residual:
+      return layers.tanh_to_unit(h)
+    return self._image_of(x) + jnp.tanh(h.astype(jnp.float32))
+
+  def _image_of(self, x: jax.Array) -> jax.Array:
+    """The image the residual corrects: the input's first out_ch channels, or its gray channel repeated."""
+    channels = x.shape[-1]
+    if channels >= self.out_ch:
+      return x[..., :self.out_ch].astype(jnp.float32)
+    if channels == 1:
+      return jnp.repeat(x.astype(jnp.float32), self.out_ch, axis=-1)
+    raise ValueError(f"generator.input_residual needs the input to hold an image of generator.out_ch="
+                     f"{self.out_ch} channels (or a gray one), got {channels} channels; turn it off.")

@@ -13,17 +13,14 @@ from configs import common
 from restore_jax import degradations
 
 
-def box_blur_2x2() -> degradations.Degradation:
-  def degrade(target: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+@degradations.register("box_blur_2x2")
+class BoxBlur2x2(degradations.Degradation):
+  """The mean of each pixel's 2x2 block (no options, no randomness)."""
+
+  def apply(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     del rng  # Deterministic.
-    padded = np.pad(target, ((0, 1), (0, 1), (0, 0)), mode="edge")
-    blurred = (padded[:-1, :-1] + padded[1:, :-1] + padded[:-1, 1:] + padded[1:, 1:]) / 4
-    return {"input": blurred.astype(np.float32)}
-
-  return degrade
-
-
-degradations.DEGRADATIONS["box_blur_2x2"] = box_blur_2x2
+    padded = np.pad(img, ((0, 1), (0, 1), (0, 0)), mode="edge")
+    return ((padded[:-1, :-1] + padded[1:, :-1] + padded[:-1, 1:] + padded[1:, 1:]) / 4).astype(np.float32)
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:

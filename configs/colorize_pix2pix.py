@@ -1,0 +1,94 @@
+"""Colorization: a gray photo in, a colour one out, after Harshith J L et al., "Recovering Old or Damaged Images
+using GAN" (JSSSTU), whose colorization model is pix2pix (Isola et al. 2017, "Image-to-Image Translation with
+Conditional Adversarial Networks"): a U-Net from one gray channel to RGB, pre-trained with L1 alone, then L1
+(weight 100) + the vanilla GAN objective against a conditional PatchGAN, Adam (2e-4, betas 0.5 / 0.999).
+
+The write-up pre-trains the generator before the adversarial phase "to avoid the blind leading the blind problem
+where neither the generator nor the discriminator knows anything about the task". Here that warm-up is the first
+`loss.adversarial_start_step` steps of the same run (the generator's loss is L1 alone until then), not a separate
+run chained with `generator.init_from`: one command trains, resumes and is scored like any recipe, the optimizer's
+state carries over into the adversarial phase, and the discriminator, trained on the warming generator's outputs
+all along, starts the adversarial phase knowing the task rather than from scratch. (The write-up's first stage, a
+ResNet18 encoder pre-trained on ImageNet classification, is not reproduced: its generator here is pix2pix's U-Net,
+the architecture the write-up describes for both of its models.)
+
+Usage: --config configs/colorize_pix2pix.py[:tiny|demo|bench]. No variant is the full recipe at the sources' scale.
+`restore` takes any colour or gray photo and writes it in colour.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """Seconds on a CPU: for tests and CI."""
+  common.tiny_schedule(c)
+  c.generator.update(num_downs=3, num_feat=8, max_feat=16, dropout_blocks=1)
+  c.discriminator.update(num_feat=8, num_layers=2)
+  c.loss.adversarial_start_step = 2  # Two L1-only steps, then two adversarial ones: both phases run.
+  c.eval.holdout = 1
+
+
+def _demo(c: ml_collections.ConfigDict) -> None:
+  """At most 15 minutes on a 2-core CPU: a small U-Net on 64 px crops colours held-out photos."""
+  c.total_steps = 1500
+  c.batch_size = 8
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.data.crop_size = 64
+  # Corrects the gray image (input_residual) rather than drawing the photo anew: the luminance, which the gray
+  # input already holds, stays right from the first step, and the network learns the colour.
+  c.generator.update(num_downs=6, num_feat=32, max_feat=128, dropout_blocks=2, input_residual=True)
+  c.discriminator.update(num_feat=32, num_layers=2)
+  c.loss.adversarial_start_step = 1000  # Two thirds L1 warm-up, then the adversarial phase.
+  c.eval.holdout = 1  # rocket.jpg is kept out of training and scored whole at every evaluation.
+  c.ema_decay = 0.99  # An average over the last ~100 steps (pix2pix keeps none).
+
+
+def _bench(c: ml_collections.ConfigDict) -> None:
+  """The full networks at the training shape, for throughput measurements."""
+  c.total_steps = 20
+  c.log_every = 10
+  c.batch_size = 8  # Divides any device count up to 8 (the full recipe's batch of 1 does not).
+  c.loss.adversarial_start_step = 0
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.recipe = "colorize_pix2pix"
+  # Around 8000 COCO images of 256 x 256 (Harshith J L et al., section III), in pix2pix's batches of 1 (Isola et
+  # al. 2017, section 3.3). The write-up gives no epoch counts: 20 epochs of L1 pre-training and 80 adversarial
+  # ones here, 800,000 steps in all.
+  c.batch_size = 1
+  c.total_steps = 800_000
+  c.loss.adversarial_start_step = 160_000
+  c.log_every = 100
+  c.eval_every = 10_000
+  c.checkpoint_every = 10_000
+  c.task.update(scale=1, in_channels=1, out_channels=3, use_mask=False, crop_border=0, baseline="identity")
+  c.data.crop_size = 256
+  c.degradation = ml_collections.ConfigDict({"name": "grayscale"})  # BT.601 luma, one channel.
+  # pix2pix's U-Net for 256 px (Isola et al. 2017, appendix 6.1.1), one gray channel in, three out.
+  c.generator = ml_collections.ConfigDict(dict(
+      name="unet", out_ch=3, num_downs=8, num_feat=64, max_feat=512, norm="batch", dropout_rate=0.5,
+      dropout_blocks=3, input_residual=False))
+  # The write-up's C64-C128-C256-C512-C512-C512 discriminator: pix2pix's 286 x 286 PatchGAN (appendix 6.1.2),
+  # seeing the gray photo beside the real or coloured one (conditional GAN, section 3.1).
+  c.discriminator = ml_collections.ConfigDict(dict(name="patchgan", num_feat=64, num_layers=5, norm="batch"))
+  c.discriminator_conditional = True
+  # Adam, lr 2e-4, beta1 0.5, beta2 0.999, constant (Isola et al. 2017, section 3.3).
+  c.optim.g_learning_rate = 2e-4
+  c.optim.d_learning_rate = 2e-4
+  c.optim.b1, c.optim.b2 = 0.5, 0.999
+  c.optim.n_critic = 1
+  c.ema_decay = 0.0  # pix2pix keeps no moving average: the "EMA" is the generator itself.
+  # L1 with lambda = 100 beside the non-saturating GAN loss (Isola et al. 2017, eq. 4).
+  c.loss.terms = ml_collections.ConfigDict({"l1": 100.0})
+  c.loss.adversarial = "vanilla"
+  c.loss.adversarial_weight = 1.0
+  c.loss.gp_weight = 0.0
+  c.eval.metrics = ("psnr", "ssim")
+  c.eval.best_metric = "psnr_rgb"
+  return common.apply_variant(c, variant, {"tiny": _tiny, "demo": _demo, "bench": _bench})

@@ -1,0 +1,88 @@
+"""Old and damaged photos: fill scratches, blotches and holes, after Harshith J L et al., "Recovering Old or Damaged
+Images using GAN" (JSSSTU), whose restoration model is pix2pix (Isola et al. 2017, "Image-to-Image Translation with
+Conditional Adversarial Networks"): a U-Net generator fed the damaged image and the mask of missing pixels, a
+conditional PatchGAN, L1 (weight 100) + the vanilla GAN objective, Adam (2e-4, betas 0.5 / 0.999).
+
+Usage: --config configs/inpaint_pix2pix.py[:tiny|demo|bench]. No variant is the full recipe at the sources' scale.
+Restoring a photo takes its mask from `--mask FILE` (white = missing), or else finds the pure-white and transparent
+pixels (see docs/recipes/inpaint_pix2pix.md).
+"""
+
+import ml_collections
+
+from configs import common
+from restore_jax.degradations import default_config
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """Seconds on a CPU: for tests and CI."""
+  common.tiny_schedule(c)
+  c.generator.update(num_downs=3, num_feat=8, max_feat=16, dropout_blocks=1)
+  c.discriminator.update(num_feat=8, num_layers=2)
+  c.eval.holdout = 1  # One sample photograph scored whole at every evaluation.
+
+
+def _demo(c: ml_collections.ConfigDict) -> None:
+  """At most 15 minutes on a 2-core CPU: a small U-Net on 64 px crops fills the holes of held-out photos."""
+  c.total_steps = 1500
+  c.batch_size = 8
+  c.log_every = 50
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.data.crop_size = 64
+  # Six halvings take 64 px to 1 px, as pix2pix's eight do 256 px. It corrects the damaged image rather than
+  # redrawing it (input_residual): a 15-minute model then keeps the undamaged pixels from the first step on.
+  c.generator.update(num_downs=6, num_feat=32, max_feat=128, dropout_blocks=2, input_residual=True)
+  # Two stride-2 layers: 34 px patches (Isola et al. 2017, section 4.4), about half a crop.
+  c.discriminator.update(num_feat=32, num_layers=2)
+  c.eval.holdout = 1  # rocket.jpg is kept out of training and scored whole at every evaluation.
+  # pix2pix keeps no moving average; a 1500-step run is scored with one over its last ~100 steps.
+  c.ema_decay = 0.99
+
+
+def _bench(c: ml_collections.ConfigDict) -> None:
+  """The full networks at the training shape, for throughput measurements."""
+  c.total_steps = 20
+  c.log_every = 10
+  c.batch_size = 8  # Divides any device count up to 8 (the full recipe's batch of 1 does not).
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.recipe = "inpaint_pix2pix"
+  # Around 1000 ImageNet images of 256 x 256, 75 epochs (Harshith J L et al., section III); pix2pix trains with
+  # batches of 1 (Isola et al. 2017, section 3.3): 75,000 steps.
+  c.batch_size = 1
+  c.total_steps = 75_000
+  c.log_every = 100
+  c.eval_every = 5_000
+  c.checkpoint_every = 5_000
+  c.task.update(scale=1, in_channels=3, out_channels=3, use_mask=True, crop_border=0, baseline="identity")
+  c.data.crop_size = 256
+  # Scratches, blotches, rectangular and free-form holes over 5 to 25% of the image, filled with white.
+  c.degradation = ml_collections.ConfigDict(default_config("damage"))
+  # pix2pix's U-Net for 256 px: eight halvings, 64 to 512 channels, batch norm, dropout 0.5 in the three decoder
+  # blocks nearest the bottleneck (Isola et al. 2017, appendix 6.1.1); the mask is its fourth input channel.
+  c.generator = ml_collections.ConfigDict(dict(
+      name="unet", out_ch=3, num_downs=8, num_feat=64, max_feat=512, norm="batch", dropout_rate=0.5,
+      dropout_blocks=3, input_residual=False))
+  # The write-up's discriminator, C64-C128-C256-C512-C512-C512 with batch norm from the second layer: pix2pix's
+  # 286 x 286 PatchGAN (Isola et al. 2017, appendix 6.1.2), five stride-2 layers. It sees the damaged image and
+  # the mask beside the real or restored one (conditional GAN, section 3.1).
+  c.discriminator = ml_collections.ConfigDict(dict(name="patchgan", num_feat=64, num_layers=5, norm="batch"))
+  c.discriminator_conditional = True
+  # Adam, lr 2e-4, beta1 0.5, beta2 0.999, constant (Isola et al. 2017, section 3.3). pix2pix halves the
+  # discriminator's loss; Adam's steps do not depend on a constant scale of the loss, so that is left out.
+  c.optim.g_learning_rate = 2e-4
+  c.optim.d_learning_rate = 2e-4
+  c.optim.b1, c.optim.b2 = 0.5, 0.999
+  c.optim.n_critic = 1
+  c.ema_decay = 0.0  # pix2pix keeps no moving average: the "EMA" is the generator itself.
+  # L1 with lambda = 100 beside the non-saturating GAN loss (Isola et al. 2017, eq. 4 and section 3.3).
+  c.loss.terms = ml_collections.ConfigDict({"l1": 100.0})
+  c.loss.adversarial = "vanilla"
+  c.loss.adversarial_weight = 1.0
+  c.loss.gp_weight = 0.0
+  c.eval.metrics = ("psnr", "ssim")
+  c.eval.best_metric = "psnr_rgb"
+  return common.apply_variant(c, variant, {"tiny": _tiny, "demo": _demo, "bench": _bench})
