@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.grad_clip_norm = 0.0  # 0 = no clipping.
   c.optim.n_critic = 1  # Discriminator updates per generator update, each on a batch of its own.
   c.ema_decay = 0.999
+  # "bfloat16": activations, convolutions and matrix products of both networks in bfloat16 during training;
+  # parameters, optimizer state, losses and metrics stay float32 (restore_jax.step).
+  c.compute_dtype = "float32"
   # A step with a NaN/Inf loss or gradient leaves the parameters unchanged and is counted; this many in a row
   # stop the run with a checkpoint of the last good state.
   c.max_consecutive_nonfinite = 10

@@ -8,6 +8,12 @@ last one. Nothing here knows the task: shapes and channels come from the batch, 
 
 Every loss term is reported on its own (`g_<term>`, `d_*`). A step whose losses or gradients are not finite is
 computed but not applied (see `keep_if`), and counted.
+
+`config.compute_dtype = "bfloat16"` runs both networks' activations, convolutions and matrix products in bfloat16
+(mixed precision, Micikevicius et al. 2018): parameters, optimizer state, loss reductions, the gradient penalty's
+norm and the metrics stay float32, since the networks cast their outputs back and keep float32 parameters.
+
+`mode="generator"` or `"critic"` builds only that half of the step (restore_jax.bench times them apart).
 """
 
 from collections.abc import Callable
@@ -27,6 +33,21 @@ from restore_jax.state import GANState, ModelState, learning_rate_fn
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 Frozen = dict[str, Any]  # Parameters of fixed networks (VGG19), keyed by network name.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+MODES = ("step", "generator", "critic")
+
+
+def with_compute_dtype(config: ml_collections.ConfigDict, network: nn.Module) -> nn.Module:
+  """`network` computing in `config.compute_dtype` (its parameters stay float32)."""
+  name = str(config.get("compute_dtype", "float32"))
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype must be one of {list(COMPUTE_DTYPES)}, got {name!r}.")
+  if name == "float32":
+    return network
+  if not hasattr(network, "dtype"):
+    raise ValueError(f"compute_dtype={name!r} needs networks with a `dtype` attribute; "
+                     f"{type(network).__name__} has none: use compute_dtype='float32'.")
+  return network.clone(dtype=jnp.dtype(name))
 
 
 def ema_update(ema, new, decay: float):
@@ -55,12 +76,19 @@ def make_train_step(
     config: ml_collections.ConfigDict,
     generator: nn.Module,
     discriminator: nn.Module,
+    mode: str = "step",
 ) -> Callable[[GANState, Batch, Frozen], tuple[GANState, Metrics]]:
   """Builds `train_step(state, batches, frozen) -> (state, metrics)` for `config`.
 
   `frozen` holds the parameters of the fixed networks the loss terms need (see `losses.load_frozen`); they are a
   step argument rather than a closure, so 80 MB of VGG19 weights are not baked into the program.
+  `mode`: "step" (the training step), "generator" (only the generator's update, against the current
+  discriminator) or "critic" (only the n_critic discriminator updates).
   """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
+  generator = with_compute_dtype(config, generator)
+  discriminator = with_compute_dtype(config, discriminator)
   lc = config.loss
   task = task_lib.from_config(config)
   terms = losses.make_terms(lc)
@@ -165,7 +193,8 @@ def make_train_step(
     # Discriminator: n_critic updates against the current generator's (fixed) outputs, each on its own batch.
     d_state = state.discriminator
     checked = []  # Every update's total loss and gradient norm: the step is applied only if all are finite.
-    for k, key in enumerate(jax.random.split(critic_rng, n_critic)):
+    d_metrics = {}
+    for k, key in enumerate(jax.random.split(critic_rng, n_critic) if mode != "generator" else []):
       batch = batch_at(k)
       x = generator_input(batch)
       fake = restored if k == n_critic - 1 else g_forward(g_params, g_stats, x, dropout_keys[k])[0]
@@ -203,11 +232,13 @@ def make_train_step(
       aux["g_loss"] = total
       return total, aux
 
-    (_, g_metrics), output_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(restored)
-    (g_grads,) = g_pullback(output_grad)
-    g_metrics["g_grad_norm"] = optax.tree.norm(g_grads)
-    g_state = state.generator.apply_gradients(grads=g_grads).replace(batch_stats=g_stats_new)
-    checked += [g_metrics["g_loss"], g_metrics["g_grad_norm"]]
+    g_state, g_metrics = state.generator, {}
+    if mode != "critic":
+      (_, g_metrics), output_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(restored)
+      (g_grads,) = g_pullback(output_grad)
+      g_metrics["g_grad_norm"] = optax.tree.norm(g_grads)
+      g_state = state.generator.apply_gradients(grads=g_grads).replace(batch_stats=g_stats_new)
+      checked += [g_metrics["g_loss"], g_metrics["g_grad_norm"]]
 
     # Non-finite guard: a bad step leaves both networks, their optimizers (and Adam step counts), their statistics
     # and the EMA as they were; the step and the rng still advance, so the next step draws new randomness.

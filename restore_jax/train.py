@@ -165,7 +165,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   _, frozen = losses.load_frozen(losses.make_terms(config.loss), config.loss)
   frozen = jax.device_put(frozen, replicated)
   n_critic = int(config.optim.n_critic)
-  batches_sharded = parallel.batch_sharded(mesh, leading_axes=1)
 
   # ---------------------------------------------------------------- Input pipeline
   train_iter = data.make_train_iterator(
@@ -187,12 +186,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     best_manager = checkpoint.make_best_manager(workdir / "best")
 
   # ---------------------------------------------------------------- Update step
-  train_step = jax.jit(
-      make_train_step(config, generator, discriminator),
-      in_shardings=(replicated, batches_sharded, replicated),
-      out_shardings=(replicated, replicated),
-      donate_argnums=(0,),
-  )
+  train_step = jit_train_step(config, generator, discriminator, mesh)
   count_skips = jax.jit(lambda skips: jax.tree.map(jnp.sum, skips), out_shardings=replicated)
   apply_generator = inference.make_apply(generator)  # Image grids and evaluation: one jitted, clipped apply.
 
@@ -350,6 +344,18 @@ def run_eval(config, apply_generator, state: GANState, pairs, writer, step: int)
     images[f"eval/{pair.name}"] = image_grid(pair.degraded[None], restored[None], pair.clean[None])
   writer.write_images(step, images)
   return report
+
+
+def jit_train_step(config: ml_collections.ConfigDict, generator, discriminator, mesh, mode: str = "step"):
+  """The step, jitted as training runs it: state replicated and donated (updated in place), the n_critic stacked
+  batches split over the mesh's data axis. restore_jax.bench times this very function."""
+  replicated = parallel.replicated(mesh)
+  return jax.jit(
+      make_train_step(config, generator, discriminator, mode=mode),
+      in_shardings=(replicated, parallel.batch_sharded(mesh, leading_axes=1), replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=(0,),
+  )
 
 
 def compile_step(train_step, state, batch, frozen):

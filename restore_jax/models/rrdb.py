@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from restore_jax.models.conv import Conv
+
 # BasicSR initialises the dense-block convs with Kaiming-normal weights multiplied by 0.1
 # (basicsr/archs/arch_util.py, default_init_weights(..., 0.1)). Scaling weights by 0.1 scales their variance by
 # 0.01. With 23 x 3 residual blocks stacked, unscaled He init makes every block's residual as large as its input
@@ -32,9 +34,23 @@ def _lrelu(x: jax.Array) -> jax.Array:
   return nn.leaky_relu(x, negative_slope=0.2)
 
 
+@jax.custom_vjp
 def _upsample_nearest_x2(x: jax.Array) -> jax.Array:
   """Nearest-neighbour x2: every pixel becomes a 2x2 block (what F.interpolate(mode='nearest') does)."""
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _upsample_forward(x):
+  return _upsample_nearest_x2(x), None
+
+
+def _upsample_backward(_, g):
+  # Each input pixel's gradient is the sum of its 2x2 block: four strided slices added. The same sum written as
+  # a reduction (JAX's own rule) became a fused reduce that took ~0.1 s per step at 128x128x64 on XLA:CPU.
+  return (g[:, 0::2, 0::2] + g[:, 0::2, 1::2] + g[:, 1::2, 0::2] + g[:, 1::2, 1::2],)
+
+
+_upsample_nearest_x2.defvjp(_upsample_forward, _upsample_backward)
 
 
 class ResidualDenseBlock(nn.Module):
@@ -50,9 +66,9 @@ class ResidualDenseBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     features = [x]
     for i in range(1, 5):
-      conv = nn.Conv(self.num_grow_ch, (3, 3), dtype=self.dtype, kernel_init=_RDB_KERNEL_INIT, name=f"conv{i}")
+      conv = Conv(self.num_grow_ch, (3, 3), dtype=self.dtype, kernel_init=_RDB_KERNEL_INIT, name=f"conv{i}")
       features.append(_lrelu(conv(jnp.concatenate(features, axis=-1))))
-    conv5 = nn.Conv(self.num_feat, (3, 3), dtype=self.dtype, kernel_init=_RDB_KERNEL_INIT, name="conv5")
+    conv5 = Conv(self.num_feat, (3, 3), dtype=self.dtype, kernel_init=_RDB_KERNEL_INIT, name="conv5")
     return x + self.residual_scale * conv5(jnp.concatenate(features, axis=-1))
 
 
@@ -111,8 +127,8 @@ class RRDBNet(nn.Module):
     if x.ndim != 4:
       raise ValueError(f"RRDBNet expects an NHWC batch of images, got shape {x.shape}.")
 
-    def conv(features: int, name: str) -> nn.Conv:
-      return nn.Conv(features, (3, 3), dtype=self.dtype, name=name)
+    def conv(features: int, name: str) -> Conv:
+      return Conv(features, (3, 3), dtype=self.dtype, name=name)
 
     feat = conv(self.num_feat, "conv_first")(x)
     trunk = feat

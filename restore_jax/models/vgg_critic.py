@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from restore_jax.models import layers
+from restore_jax.models.conv import Conv
 
 _WIDTH_MULTIPLIERS = (1, 2, 4, 8, 8)
 _DOWNSAMPLE = 2 ** len(_WIDTH_MULTIPLIERS)  # Each stage halves the resolution once.
@@ -65,13 +66,13 @@ class VGGCritic(nn.Module):
 
     for stage, multiplier in enumerate(_WIDTH_MULTIPLIERS):
       width = self.num_feat * multiplier
-      x = nn.Conv(width, (3, 3), use_bias=not (normed and stage > 0), dtype=self.dtype, name=f"conv{stage}_0")(x)
+      x = Conv(width, (3, 3), use_bias=not (normed and stage > 0), dtype=self.dtype, name=f"conv{stage}_0")(x)
       if stage > 0:
         x = norm(x, f"norm{stage}_0")
       x = _lrelu(x)
       # 4x4 kernel, stride 2, padding 1: exactly halves an even size (as the torch reference does).
-      x = nn.Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=not normed, dtype=self.dtype,
-                  name=f"conv{stage}_1")(x)
+      x = Conv(width, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=not normed, dtype=self.dtype,
+               name=f"conv{stage}_1")(x)
       x = _lrelu(norm(x, f"norm{stage}_1"))
       self.sow("intermediates", "features", x.astype(jnp.float32))
     x = x.reshape(x.shape[0], -1)
