@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import resource
 import subprocess
 import sys
@@ -40,7 +41,7 @@ SOURCE = ((31.66, 34.93), (34.30, 37.47), (37.68, 40.67), (35.67, 36.55))
 
 
 def slug(label: str) -> str:
-  return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_").replace("__", "_")
+  return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def child_cpu_seconds() -> float:

@@ -23,20 +23,22 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
 
 
 def _demo(c: ml_collections.ConfigDict) -> None:
-  """About 7 minutes on an idle 2-core CPU: a shallow translator on 48 px crops sharpens held-out photos."""
-  c.total_steps = 2400
+  """About 8 minutes on an idle 2-core CPU: a shallow translator on 48 px crops sharpens held-out photos."""
+  c.total_steps = 3000
   c.batch_size = 8
   c.log_every = 100
-  c.eval_every = 600
-  c.checkpoint_every = 600
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
   c.data.crop_size = 48
   # Two halvings, not the source's four: the 12 x 12 x 64 code holds more numbers than the 48 x 48 x 3 crop, so
-  # detail can pass through a network without skip connections; at depth 4 a short run only learns to blur.
-  c.generator.update(num_downs=2, num_feat=32)
+  # detail can pass through a network without skip connections. And the network predicts a correction of the
+  # blurred image (input_residual, global residual learning as in VDSR, Kim et al. 2016): trained from scratch
+  # for 1000 steps without it, the translator was still 4.5 dB below the blurred input itself.
+  c.generator.update(num_downs=2, num_feat=32, input_residual=True)
   c.discriminator.update(num_feat=16, num_layers=2)
-  c.loss.adversarial_start_step = 1600  # Two thirds L2 alone, then the GAN.
+  c.loss.adversarial_start_step = 2000  # Two thirds L2 alone, then the GAN.
   c.eval.holdout = 1  # rocket.jpg is kept out of training and scored whole at every evaluation.
-  c.ema_decay = 0.99  # An EMA over the last ~100 of 2400 steps.
+  c.ema_decay = 0.99  # An EMA over the last ~100 of 3000 steps.
 
 
 def _bench(c: ml_collections.ConfigDict) -> None:

@@ -28,6 +28,11 @@ class ImageTranslator(nn.Module):
     num_downs: stride-2 convs in the encoder, and transposed convs in the decoder (4 in the source).
     num_feat: channels of the first conv (64); each deeper one doubles them, up to 8 x num_feat.
     norm: "batch" (the source), "instance" or "none".
+    input_residual: predict only a correction of the input image, out = image + tanh(net), instead of
+      (tanh(net) + 1) / 2 (global residual learning, as in VDSR, Kim et al. 2016). Off in the source. Without skip
+      connections the plain translator must carry every detail through its code, so a model trained for minutes
+      blurs; with it the network starts as the identity and learns the sharpening. The image is the input's
+      first out_ch channels, or its one gray channel repeated.
     dtype: computation dtype; parameters stay float32.
   """
 
@@ -35,6 +40,7 @@ class ImageTranslator(nn.Module):
   num_downs: int = 4
   num_feat: int = 64
   norm: str = "batch"
+  input_residual: bool = False
   dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
@@ -73,4 +79,16 @@ class ImageTranslator(nn.Module):
                            kernel_init=layers.DCGAN_KERNEL_INIT, dtype=self.dtype, name=f"dec{i}")(h)
       if not last:
         h = nn.relu(norm(f"dec{i}_norm")(h))
-    return layers.tanh_to_unit(h)
+    if not self.input_residual:
+      return layers.tanh_to_unit(h)
+    return self._image_of(x) + jnp.tanh(h.astype(jnp.float32))
+
+  def _image_of(self, x: jax.Array) -> jax.Array:
+    """The image the residual corrects: the input's first out_ch channels, or its gray channel repeated."""
+    channels = x.shape[-1]
+    if channels >= self.out_ch:
+      return x[..., :self.out_ch].astype(jnp.float32)
+    if channels == 1:
+      return jnp.repeat(x.astype(jnp.float32), self.out_ch, axis=-1)
+    raise ValueError(f"generator.input_residual needs the input to hold an image of generator.out_ch="
+                     f"{self.out_ch} channels (or a gray one), got {channels} channels; turn it off.")
