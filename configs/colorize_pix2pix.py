@@ -70,25 +70,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.task.update(scale=1, in_channels=1, out_channels=3, use_mask=False, crop_border=0, baseline="identity")
   c.data.crop_size = 256
   c.degradation = ml_collections.ConfigDict({"name": "grayscale"})  # BT.601 luma, one channel.
-  # pix2pix's U-Net for 256 px (Isola et al. 2017, appendix 6.1.1), one gray channel in, three out.
-  c.generator = ml_collections.ConfigDict(dict(
-      name="unet", out_ch=3, num_downs=8, num_feat=64, max_feat=512, norm="batch", dropout_rate=0.5,
-      dropout_blocks=3, input_residual=False))
-  # The write-up's C64-C128-C256-C512-C512-C512 discriminator: pix2pix's 286 x 286 PatchGAN (appendix 6.1.2),
-  # seeing the gray photo beside the real or coloured one (conditional GAN, section 3.1).
-  c.discriminator = ml_collections.ConfigDict(dict(name="patchgan", num_feat=64, num_layers=5, norm="batch"))
-  c.discriminator_conditional = True
-  # Adam, lr 2e-4, beta1 0.5, beta2 0.999, constant (Isola et al. 2017, section 3.3).
-  c.optim.g_learning_rate = 2e-4
-  c.optim.d_learning_rate = 2e-4
-  c.optim.b1, c.optim.b2 = 0.5, 0.999
-  c.optim.n_critic = 1
-  c.ema_decay = 0.0  # pix2pix keeps no moving average: the "EMA" is the generator itself.
-  # L1 with lambda = 100 beside the non-saturating GAN loss (Isola et al. 2017, eq. 4).
-  c.loss.terms = ml_collections.ConfigDict({"l1": 100.0})
-  c.loss.adversarial = "vanilla"
-  c.loss.adversarial_weight = 1.0
-  c.loss.gp_weight = 0.0
-  c.eval.metrics = ("psnr", "ssim")
-  c.eval.best_metric = "psnr_rgb"
+  # pix2pix, one gray channel in and three out, with the write-up's C64-C128-C256-C512-C512-C512 discriminator
+  # (the 286 x 286 PatchGAN) seeing the gray photo beside the real or coloured one.
+  common.pix2pix(c, patchgan_layers=5)
   return common.apply_variant(c, variant, {"tiny": _tiny, "demo": _demo, "bench": _bench})

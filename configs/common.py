@@ -145,6 +145,37 @@ def tiny_schedule(c: ml_collections.ConfigDict) -> None:
   c.data.crop_size = 32
 
 
+def pix2pix(c: ml_collections.ConfigDict, *, patchgan_layers: int) -> None:
+  """pix2pix's networks, losses and optimizer (Isola et al. 2017), shared by the recipes built on it.
+
+  - Generator: the U-Net for 256 px: eight halvings, 64 to 512 channels, batch norm, and dropout 0.5 in the three
+    decoder blocks nearest the bottleneck (appendix 6.1.1).
+  - Discriminator: a conditional PatchGAN with `patchgan_layers` stride-2 layers (3: the 70x70 PatchGAN; 5: the
+    286x286 one, appendix 6.1.2). It sees the input beside the real or restored image (section 3.1).
+  - Optimizer: Adam, lr 2e-4, betas 0.5 / 0.999, constant (section 3.3). pix2pix halves the discriminator's
+    loss; Adam's steps do not depend on a constant scale of the loss, so that is left out.
+  - Loss: L1 with lambda = 100 beside the non-saturating GAN loss (eq. 4).
+  - No moving average of the generator.
+  """
+  c.generator = ml_collections.ConfigDict(dict(
+      name="unet", out_ch=3, num_downs=8, num_feat=64, max_feat=512, norm="batch", dropout_rate=0.5,
+      dropout_blocks=3, input_residual=False))
+  c.discriminator = ml_collections.ConfigDict(dict(name="patchgan", num_feat=64, num_layers=patchgan_layers,
+                                                   norm="batch"))
+  c.discriminator_conditional = True
+  c.optim.g_learning_rate = 2e-4
+  c.optim.d_learning_rate = 2e-4
+  c.optim.b1, c.optim.b2 = 0.5, 0.999
+  c.optim.n_critic = 1
+  c.ema_decay = 0.0  # The "EMA" is the generator itself.
+  c.loss.terms = ml_collections.ConfigDict({"l1": 100.0})
+  c.loss.adversarial = "vanilla"
+  c.loss.adversarial_weight = 1.0
+  c.loss.gp_weight = 0.0
+  c.eval.metrics = ("psnr", "ssim")
+  c.eval.best_metric = "psnr_rgb"
+
+
 def accepted_variants(overrides: Mapping[str, Callable[[ml_collections.ConfigDict], None]]) -> tuple[str, ...]:
   """The sizes, and for every stage the recipe declares, the stage alone and at each size but full."""
   stages = [s for s in STAGES if s in overrides]

@@ -61,25 +61,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.degradation = ml_collections.ConfigDict(one_of_config(
       gaussian=default_config("gaussian_noise", sigma=(0.0, 0.2)),
       poisson=default_config("poisson_noise", peak=(10.0, 255.0))))
-  # pix2pix's U-Net for 256 px: eight halvings, 64 to 512 channels, batch norm, dropout 0.5 in the three decoder
-  # blocks nearest the bottleneck (Isola et al. 2017, appendix 6.1.1).
-  c.generator = ml_collections.ConfigDict(dict(
-      name="unet", out_ch=3, num_downs=8, num_feat=64, max_feat=512, norm="batch", dropout_rate=0.5,
-      dropout_blocks=3, input_residual=False))
-  # The 70x70 PatchGAN, conditioned on the noisy image (Isola et al. 2017, section 3.2.2 and appendix 6.1.2).
-  c.discriminator = ml_collections.ConfigDict(dict(name="patchgan", num_feat=64, num_layers=3, norm="batch"))
-  c.discriminator_conditional = True
-  # Adam, lr 2e-4, betas 0.5 / 0.999 (Isola et al. 2017, section 3.3).
-  c.optim.g_learning_rate = 2e-4
-  c.optim.d_learning_rate = 2e-4
-  c.optim.b1, c.optim.b2 = 0.5, 0.999
-  c.optim.n_critic = 1
-  c.ema_decay = 0.0  # pix2pix keeps no moving average: the "EMA" is the generator itself.
-  # L1 with lambda = 100 beside the non-saturating GAN loss (Isola et al. 2017, eq. 4 and section 3.3).
-  c.loss.terms = ml_collections.ConfigDict({"l1": 100.0})
-  c.loss.adversarial = "vanilla"
-  c.loss.adversarial_weight = 1.0
-  c.loss.gp_weight = 0.0
-  c.eval.metrics = ("psnr", "ssim")
-  c.eval.best_metric = "psnr_rgb"
+  # pix2pix as published: the 70x70 PatchGAN, conditioned on the noisy image (Isola et al. 2017, section 3.2.2).
+  common.pix2pix(c, patchgan_layers=3)
   return common.apply_variant(c, variant, {"tiny": _tiny, "demo": _demo, "bench": _bench})

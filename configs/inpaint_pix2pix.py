@@ -61,28 +61,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data.crop_size = 256
   # Scratches, blotches, rectangular and free-form holes over 5 to 25% of the image, filled with white.
   c.degradation = ml_collections.ConfigDict(default_config("damage"))
-  # pix2pix's U-Net for 256 px: eight halvings, 64 to 512 channels, batch norm, dropout 0.5 in the three decoder
-  # blocks nearest the bottleneck (Isola et al. 2017, appendix 6.1.1); the mask is its fourth input channel.
-  c.generator = ml_collections.ConfigDict(dict(
-      name="unet", out_ch=3, num_downs=8, num_feat=64, max_feat=512, norm="batch", dropout_rate=0.5,
-      dropout_blocks=3, input_residual=False))
-  # The write-up's discriminator, C64-C128-C256-C512-C512-C512 with batch norm from the second layer: pix2pix's
-  # 286 x 286 PatchGAN (Isola et al. 2017, appendix 6.1.2), five stride-2 layers. It sees the damaged image and
-  # the mask beside the real or restored one (conditional GAN, section 3.1).
-  c.discriminator = ml_collections.ConfigDict(dict(name="patchgan", num_feat=64, num_layers=5, norm="batch"))
-  c.discriminator_conditional = True
-  # Adam, lr 2e-4, beta1 0.5, beta2 0.999, constant (Isola et al. 2017, section 3.3). pix2pix halves the
-  # discriminator's loss; Adam's steps do not depend on a constant scale of the loss, so that is left out.
-  c.optim.g_learning_rate = 2e-4
-  c.optim.d_learning_rate = 2e-4
-  c.optim.b1, c.optim.b2 = 0.5, 0.999
-  c.optim.n_critic = 1
-  c.ema_decay = 0.0  # pix2pix keeps no moving average: the "EMA" is the generator itself.
-  # L1 with lambda = 100 beside the non-saturating GAN loss (Isola et al. 2017, eq. 4 and section 3.3).
-  c.loss.terms = ml_collections.ConfigDict({"l1": 100.0})
-  c.loss.adversarial = "vanilla"
-  c.loss.adversarial_weight = 1.0
-  c.loss.gp_weight = 0.0
-  c.eval.metrics = ("psnr", "ssim")
-  c.eval.best_metric = "psnr_rgb"
+  # pix2pix, with the write-up's discriminator: C64-C128-C256-C512-C512-C512, batch norm from the second layer,
+  # the 286 x 286 PatchGAN. The mask is the U-Net's fourth input channel, and the discriminator sees it too.
+  common.pix2pix(c, patchgan_layers=5)
   return common.apply_variant(c, variant, {"tiny": _tiny, "demo": _demo, "bench": _bench})
