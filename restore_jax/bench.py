@@ -32,7 +32,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from typing import Any
 

@@ -153,7 +153,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # ---------------------------------------------------------------- Mesh
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  replicated = parallel.replicated(mesh)
   logging.info("Mesh %s over %d devices (%s), %d processes.", dict(mesh.shape), mesh.devices.size,
                jax.devices()[0].platform, jax.process_count())
 

@@ -7,36 +7,18 @@ Real-ESRGAN's `tiny` trains its GAN phase on the `realistic` degradation against
 spectral norm.
 """
 
-import importlib.util
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cli import REPO, read_events, read_state, train
+from cli import read_events, read_state, train
+from recipe_checks import NO_EVAL, eval_args, recipe_config
 from restore_jax import evaluate, restore
 
 ESRGAN = "configs/sr_esrgan.py"
 REALESRGAN = "configs/sr_realesrgan.py:tiny"
-NO_EVAL = "--config.eval.holdout=0"  # Periodic evaluation has its own tests; here it would only add compiles.
-
-
-def _config(spec: str):
-  """The recipe's config, as `--config FILE:VARIANT` loads it."""
-  path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
-def _eval_args(**overrides) -> types.SimpleNamespace:
-  """What evaluate's flags hold, for calling evaluate.run in-process."""
-  values = dict(workdir=None, baseline=None, config=None, data=None, output=None, no_ema=False, step=None,
-                tensorboard=False, crop_border=None, seed=None, ms_ssim=False, max_images=0)
-  return types.SimpleNamespace(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +75,10 @@ def test_esrgan_loss_and_step_decayed_learning_rates(esrgan_runs):
 
 def test_esrgan_evaluates_against_bicubic_and_restores_x4(esrgan_runs, clean_folder, tmp_path):
   root, _, _, _ = esrgan_runs
-  baseline = evaluate.run(_eval_args(baseline="bicubic", config=_config(f"{ESRGAN}:tiny"),
+  baseline = evaluate.run(eval_args(baseline="bicubic", config=recipe_config(f"{ESRGAN}:tiny"),
                                      data=f"folder:{clean_folder}"))
   assert baseline["baseline"] == "bicubic" and baseline["scale"] == 4 and baseline["crop_border"] == 4
-  model = evaluate.run(_eval_args(workdir=str(root / "gan"), data=f"folder:{clean_folder}"))
+  model = evaluate.run(eval_args(workdir=str(root / "gan"), data=f"folder:{clean_folder}"))
   assert model["step"] == 4 and np.isfinite(model["mean"]["psnr_y"])
 
   Image.open(clean_folder / "smooth.png").convert("L").resize((13, 11)).save(tmp_path / "gray.png")
@@ -130,10 +112,10 @@ def test_realesrgan_trains_with_the_spectral_norm_unet(realesrgan_run):
 
 def test_realesrgan_evaluates_and_restores_x4(realesrgan_run, clean_folder, tmp_path):
   workdir, _ = realesrgan_run
-  config = _config(REALESRGAN)
+  config = recipe_config(REALESRGAN)
   assert config.degradation.name == "realistic"
-  baseline = evaluate.run(_eval_args(baseline="bicubic", config=config, data=f"folder:{clean_folder}"))
-  model = evaluate.run(_eval_args(workdir=str(workdir), data=f"folder:{clean_folder}"))
+  baseline = evaluate.run(eval_args(baseline="bicubic", config=config, data=f"folder:{clean_folder}"))
+  model = evaluate.run(eval_args(workdir=str(workdir), data=f"folder:{clean_folder}"))
   assert baseline["baseline"] == "bicubic" and model["step"] == 4
   # Both scored the same degraded inputs (one seed per image): the reports name the same images and sizes.
   assert [i["name"] for i in baseline["images"]] == [i["name"] for i in model["images"]] == ["smooth.png"]

@@ -5,50 +5,18 @@ Inpainting: restore takes the mask from --mask, or finds it as pure-white or tra
 the same restoration. Colorization: a gray PNG in gives an RGB PNG out; L1 alone before the adversarial phase.
 """
 
-import importlib.util
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cli import REPO, read_events, train
+from cli import read_events
+from recipe_checks import eval_args, psnr, recipe_config, train_and_resume
 from restore_jax import evaluate, restore
 
 INPAINT = "configs/inpaint_pix2pix.py:tiny"
 COLORIZE = "configs/colorize_pix2pix.py:tiny"
-# Both runs of a workdir must agree on every key that shapes the batches; evaluation during training is left to
-# the periodic-evaluation tests (it would compile the generator for a whole photograph in each process).
-NO_EVAL = "--config.eval.holdout=0"
-
-
-def _train_and_resume(workdir: Path, config: str, *extra: str):
-  first = train(workdir, "--config.total_steps=2", NO_EVAL, *extra, config=config)
-  again = train(workdir, NO_EVAL, *extra, config=config)
-  return first, again
-
-
-def _config(spec: str):
-  """The recipe's config, as `--config FILE:VARIANT` loads it."""
-  path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
-def _eval_args(**overrides) -> types.SimpleNamespace:
-  """What evaluate's flags hold, for calling evaluate.run in-process."""
-  values = dict(workdir=None, baseline=None, config=None, data=None, output=None, no_ema=False, step=None,
-                tensorboard=False, crop_border=None, seed=None, ms_ssim=False, max_images=0)
-  return types.SimpleNamespace(**{**values, **overrides})
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-  """PSNR in dB of two images in [0, 1] on 8-bit levels, written out here."""
-  a8, b8 = np.round(np.clip(a, 0, 1) * 255), np.round(np.clip(b, 0, 1) * 255)
-  return float(10 * np.log10(255.0**2 / np.mean((a8 - b8) ** 2)))
 
 
 def _photo(shape, seed: int) -> np.ndarray:
@@ -72,7 +40,7 @@ def clean_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def inpaint_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("inpaint") / "run"
-  first, again = _train_and_resume(workdir, INPAINT)
+  first, again = train_and_resume(workdir, INPAINT)
   return workdir, first, again
 
 
@@ -90,19 +58,19 @@ def test_inpaint_trains_and_resumes_at_step_2(inpaint_run):
 
 
 def test_inpaint_identity_baseline_is_the_photo_with_white_holes(inpaint_run, clean_folder):
-  report = evaluate.run(_eval_args(baseline="identity", config=_config(INPAINT), data=f"folder:{clean_folder}"))
+  report = evaluate.run(eval_args(baseline="identity", config=recipe_config(INPAINT), data=f"folder:{clean_folder}"))
   assert report["baseline"] == "identity" and report["scale"] == 1 and report["crop_border"] == 0
   # The damaged input, rebuilt from the mask alone: the clean photo with the masked pixels white.
-  pairs = evaluate.load_pairs(f"folder:{clean_folder}", _config(INPAINT), seed=report["seed"])
+  pairs = evaluate.load_pairs(f"folder:{clean_folder}", recipe_config(INPAINT), seed=report["seed"])
   clean, mask = pairs[0].clean, pairs[0].mask[..., 0] > 0.5
   assert 0.02 < mask.mean() < 0.4  # The damage's coverage range, 5 to 25%, give or take the stopping rule.
   expected = np.where(mask[..., None], 1.0, clean)
-  assert report["mean"]["psnr_rgb"] == pytest.approx(_psnr(expected, clean), abs=1e-3)
+  assert report["mean"]["psnr_rgb"] == pytest.approx(psnr(expected, clean), abs=1e-3)
 
 
 def test_inpaint_evaluates_the_run(inpaint_run, clean_folder):
   workdir, _, _ = inpaint_run
-  report = evaluate.run(_eval_args(workdir=str(workdir), data=f"folder:{clean_folder}"))
+  report = evaluate.run(eval_args(workdir=str(workdir), data=f"folder:{clean_folder}"))
   assert report["step"] == 4 and report["ema"] is True
   assert [image["name"] for image in report["images"]] == ["smooth.png"]
   assert all(np.isfinite(report["mean"][k]) for k in ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y"))
@@ -155,7 +123,7 @@ def test_inpaint_restore_takes_the_mask_from_a_file_or_finds_it(inpaint_restored
 @pytest.fixture(scope="module")
 def colorize_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("colorize") / "run"
-  first, again = _train_and_resume(workdir, COLORIZE)
+  first, again = train_and_resume(workdir, COLORIZE)
   return workdir, first, again
 
 
@@ -171,16 +139,16 @@ def test_colorize_warms_up_with_l1_alone_then_adds_the_gan(colorize_run):
 
 
 def test_colorize_identity_baseline_is_the_gray_photo(colorize_run, clean_folder):
-  report = evaluate.run(_eval_args(baseline="identity", config=_config(COLORIZE), data=f"folder:{clean_folder}"))
+  report = evaluate.run(eval_args(baseline="identity", config=recipe_config(COLORIZE), data=f"folder:{clean_folder}"))
   assert report["baseline"] == "identity" and report["scale"] == 1
   with Image.open(clean_folder / "smooth.png") as image:
     clean = np.asarray(image, np.float64) / 255
   # BT.601 luma, rounded to 8 bits as a saved gray image is, on all three channels.
   luma = np.round((clean @ np.array([0.299, 0.587, 0.114])) * 255) / 255
-  assert report["mean"]["psnr_rgb"] == pytest.approx(_psnr(np.repeat(luma[..., None], 3, -1), clean), abs=1e-3)
+  assert report["mean"]["psnr_rgb"] == pytest.approx(psnr(np.repeat(luma[..., None], 3, -1), clean), abs=1e-3)
 
   workdir, _, _ = colorize_run
-  model = evaluate.run(_eval_args(workdir=str(workdir), data=f"folder:{clean_folder}"))
+  model = evaluate.run(eval_args(workdir=str(workdir), data=f"folder:{clean_folder}"))
   assert model["step"] == 4 and np.isfinite(model["mean"]["psnr_rgb"])
 
 

@@ -12,9 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
