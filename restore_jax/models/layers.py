@@ -75,3 +75,21 @@ def to_signed(x: jax.Array) -> jax.Array:
 def tanh_to_unit(t: jax.Array) -> jax.Array:
   """A pre-tanh output -> float32 in [0, 1], the range at every boundary of this package."""
   return (jnp.tanh(t.astype(jnp.float32)) + 1.0) / 2.0
+
+
+def residual_output(x: jax.Array, h: jax.Array, out_ch: int) -> jax.Array:
+  """out = image + tanh(h): a generator that predicts only a correction of its input (global residual learning,
+  as in VDSR, Kim et al. 2016).
+
+  The image corrected is the input's first out_ch channels (a mask, when the task has one, comes after them), or
+  its one gray channel repeated (colorization).
+  """
+  channels = x.shape[-1]
+  if channels >= out_ch:
+    image = x[..., :out_ch].astype(jnp.float32)
+  elif channels == 1:
+    image = jnp.repeat(x.astype(jnp.float32), out_ch, axis=-1)
+  else:
+    raise ValueError(f"generator.input_residual needs the input to hold an image of generator.out_ch={out_ch} "
+                     f"channels (or a gray one), got {channels} channels; turn it off.")
+  return image + jnp.tanh(h.astype(jnp.float32))

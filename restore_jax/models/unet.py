@@ -117,14 +117,4 @@ class UNetGenerator(nn.Module):
                    name="level0")(h, train)
     if not self.input_residual:
       return layers.tanh_to_unit(h)
-    return self._image_of(x) + jnp.tanh(h.astype(jnp.float32))
-
-  def _image_of(self, x: jax.Array) -> jax.Array:
-    """The image the residual corrects: the input's first out_ch channels, or its gray channel repeated."""
-    channels = x.shape[-1]
-    if channels >= self.out_ch:
-      return x[..., :self.out_ch].astype(jnp.float32)
-    if channels == 1:
-      return jnp.repeat(x.astype(jnp.float32), self.out_ch, axis=-1)
-    raise ValueError(f"generator.input_residual needs the input to hold an image of generator.out_ch="
-                     f"{self.out_ch} channels (or a gray one), got {channels} channels; turn it off.")
+    return layers.residual_output(x, h, self.out_ch)
