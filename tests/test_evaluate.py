@@ -321,7 +321,7 @@ def test_cli_bicubic_on_set5_gives_the_published_figure(tmp_path):
 
 
 def test_tiled_scores_match_whole_image_scores(workdir, sr_pairs):
-  """--tile restores through restore_jax.tiling: within 0.1 dB of the whole image, with no visible seams."""
+  """--tile restores through restore_jax.tiling: within 0.1 dB of the whole image."""
   root = workdir[0]
   _, whole_fn, _ = evaluate.evaluate_model(str(root), use_ema=True, step=None)
   _, tiled_fn, _ = evaluate.evaluate_model(str(root), use_ema=True, step=None, tile=16, tile_overlap=8)
