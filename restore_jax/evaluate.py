@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -278,6 +278,7 @@ def score(
     metrics_to_report: Sequence[str] = DEFAULT_METRICS,
     skip_unavailable: bool = False,
     progress: bool = False,
+    on_restored: Callable[[Pair, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
   """Restores every pair's degraded image with `restore_fn` and scores it against the clean one.
 
@@ -291,12 +292,17 @@ def score(
     skip_unavailable: leave out (with a warning) a perceptual metric whose weights are missing, instead of
       raising perceptual.MetricUnavailable.
     progress: show a progress bar (for the CLI; training's periodic evaluation leaves it off).
+    on_restored: called with (pair, restored image) for each image this process restores.
 
   Returns:
     {"mean": {metric: value}, "images": [{"name", metric: value, ..., "seconds"}], "skipped": int,
      "crop_border": int}. Means are over images (the literature's convention); MS-SSIM means appear only when
     every image has one; FID, a distance between sets of images, appears in the means only. "seconds" is the
-    restoration time (the first image's includes any compilation).
+    restoration time (an image restored in a batch gets an equal share of the batch's; the first images' include
+    any compilation).
+
+  A restore_fn with a `restore_many(degraded list, mask list)` method and a `batch_size` (ModelRestorer) gets
+  this process's images grouped by shape, `batch_size` at a time, one per device.
   """
   if not pairs:
     raise ValueError("There are no images to evaluate: the source held none that could be decoded.")
@@ -318,11 +324,10 @@ def score(
   process_index, process_count = jax.process_index(), jax.process_count()
   mine = list(range(process_index, len(scorable), process_count))
   images: dict[int, dict[str, Any]] = {}
-  for i in _progress_bar(mine, enabled=progress):
+  restorations = _restorations(restore_fn, scorable, mine)
+  for i, restored, seconds in _progress_bar(restorations, total=len(mine), enabled=progress):
     pair = scorable[i]
-    start = time.perf_counter()
-    restored = np.asarray(restore_fn(pair.degraded, pair.mask), np.float32)
-    seconds = time.perf_counter() - start
+    restored = np.asarray(restored, np.float32)
     if restored.shape != pair.clean.shape:
       raise ValueError(
           f"Restoring {pair.name} gave an image of shape {restored.shape}, but the clean image is "
@@ -331,6 +336,8 @@ def score(
     scores = image_metrics(restored, pair.clean, crop_border=crop_border, families=families)
     scores.update(perceptual_scorer.image(restored, pair.clean))
     images[i] = {**scores, "seconds": seconds}
+    if on_restored is not None:
+      on_restored(pair, restored)
   if process_count > 1:
     images = _share_between_processes(images, len(scorable))
   images = [{"name": pair.name, **images[i]} for i, pair in enumerate(scorable)]
@@ -340,6 +347,34 @@ def score(
   mean.update(perceptual_scorer.over_the_set())
   return {"mean": mean, "images": images, "skipped": len(skipped), "skipped_names": skipped,
           "crop_border": int(crop_border)}
+
+
+def _restorations(restore_fn: RestoreFn, pairs: Sequence[Pair], indices: Sequence[int]
+                  ) -> Iterator[tuple[int, np.ndarray, float]]:
+  """(index, restored image, seconds) for each of pairs[indices].
+
+  A restore_fn that can batch (`restore_many`, `batch_size`) gets the images grouped by input shape, so that
+  same-size images (a validation set of fixed-size crops, or video frames) go through together, one per device.
+  """
+  many = getattr(restore_fn, "restore_many", None)
+  if many is None:
+    for i in indices:
+      start = time.perf_counter()
+      restored = restore_fn(pairs[i].degraded, pairs[i].mask)
+      yield i, restored, time.perf_counter() - start
+    return
+  groups: dict[tuple[Any, ...], list[int]] = {}
+  for i in indices:
+    mask = pairs[i].mask
+    groups.setdefault((pairs[i].degraded.shape, None if mask is None else mask.shape), []).append(i)
+  size = int(restore_fn.batch_size)
+  for group in groups.values():
+    for first in range(0, len(group), size):
+      chunk = group[first:first + size]
+      start = time.perf_counter()
+      restored = many([pairs[i].degraded for i in chunk], [pairs[i].mask for i in chunk])
+      seconds = (time.perf_counter() - start) / len(chunk)
+      yield from ((i, image, seconds) for i, image in zip(chunk, restored))
 
 
 def _gather_rows(rows: np.ndarray) -> np.ndarray:
@@ -395,24 +430,84 @@ def tiling_from_config(config: ml_collections.ConfigDict) -> tuple[int, int]:
   return tile, overlap
 
 
-def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
-                     tile: int = 0, tile_overlap: int = 32) -> RestoreFn:
-  """Wraps a batched generator, apply_fn(variables, NHWC) -> NHWC, as a restore_fn on single images.
+class ModelRestorer:
+  """A generator as a RestoreFn, spreading its work over this process's devices.
 
-  The generator sees the degraded image with the mask beside it where the task has one, whole (tile = 0: each
-  new image size compiles once) or in overlapping tiles of `tile` input pixels (restore_jax.tiling: one
-  compilation, memory bounded by the tile). An image no larger than one tile goes through whole, unpadded: it
-  fits the bound already, and scores exactly as with tile = 0. Values are clipped to [0, 1] as every boundary
-  requires.
+  Called on one image it restores it whole (tile = 0: each new image size compiles once) or in overlapping tiles
+  of `tile` input pixels (restore_jax.tiling: one compilation, memory bounded by the tile), the tiles of a call
+  spread over the local devices. An image no larger than one tile goes through whole, unpadded: it fits the bound
+  already, and scores exactly as with tile = 0. `restore_many` restores several images of one size at once, one per
+  device, which is how `score` uses it. The generator sees the degraded image with the mask beside it where the
+  task has one; values are clipped to [0, 1] as every boundary requires.
+
+  Only this process's devices take part (each process evaluates its own share of the images), so the variables are
+  copied to host memory first and replicated over those devices.
   """
-  batched = lambda x: jax.device_get(apply_fn(variables, x))
 
-  def restore(degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    x = task_lib.generator_input(np.asarray(degraded, np.float32), mask, task)
-    tiled = tile > 0 and max(x.shape[:2]) > tile
-    return tiling.restore_tiled(batched, x, scale=task.scale, tile=tile if tiled else 0, overlap=tile_overlap)
+  def __init__(self, apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
+               tile: int = 0, tile_overlap: int = 32, devices: Sequence[jax.Device] | None = None):
+    self.apply_fn = apply_fn
+    self.task = task
+    self.tile, self.tile_overlap = tile, tile_overlap
+    self.devices = list(devices or jax.local_devices())
+    self._host_variables = jax.device_get(variables)
+    self._placed: dict[int, tuple[Any, Any]] = {}  # Device count -> (variables there, images sharding).
 
-  return restore
+  @property
+  def batch_size(self) -> int:
+    """Images (or tiles) restored per call: one per device."""
+    return len(self.devices)
+
+  def _on_devices(self, count: int) -> tuple[Any, Any]:
+    """The variables replicated over the first `count` devices, and a sharding that splits a batch over them."""
+    if count not in self._placed:
+      mesh = jax.sharding.Mesh(np.asarray(self.devices[:count]), ("images",))
+      self._placed[count] = (
+          jax.device_put(self._host_variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())),
+          jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("images")))
+    return self._placed[count]
+
+  def apply(self, inputs: np.ndarray) -> np.ndarray:
+    """NHWC generator inputs -> restored NHWC on the host, the batch split evenly over the devices.
+
+    A batch smaller than the device count goes to that many devices; a larger one that does not divide is padded
+    with copies of its last image (dropped again from the result).
+    """
+    count = len(inputs)
+    devices = min(count, self.batch_size)
+    padding = -count % devices
+    if padding:
+      inputs = np.concatenate([inputs, np.repeat(inputs[-1:], padding, axis=0)])
+    variables, sharding = self._on_devices(devices)
+    restored = self.apply_fn(variables, jax.device_put(np.asarray(inputs, np.float32), sharding))
+    return np.asarray(jax.device_get(restored))[:count]
+
+  def _tiled(self, x: np.ndarray) -> bool:
+    return self.tile > 0 and max(x.shape[:2]) > self.tile
+
+  def __call__(self, degraded: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    x = task_lib.generator_input(np.asarray(degraded, np.float32), mask, self.task)
+    tiled = self._tiled(x)
+    return tiling.restore_tiled(self.apply, x, scale=self.task.scale, tile=self.tile if tiled else 0,
+                                overlap=self.tile_overlap, batch=self.batch_size)
+
+  def restore_many(self, degraded: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """Images of one shape, restored `batch_size` at a time (tiled ones one by one, their tiles over the devices)."""
+    inputs = [task_lib.generator_input(np.asarray(d, np.float32), m, self.task) for d, m in zip(degraded, masks)]
+    if len({x.shape for x in inputs}) > 1:
+      raise ValueError(f"restore_many takes images of one shape, got {sorted({x.shape for x in inputs})}.")
+    if not inputs or self._tiled(inputs[0]):
+      return [self(d, m) for d, m in zip(degraded, masks)]
+    restored = []
+    for first in range(0, len(inputs), self.batch_size):
+      restored.extend(self.apply(np.stack(inputs[first:first + self.batch_size])))
+    return restored
+
+
+def model_restore_fn(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, task: task_lib.Task, *,
+                     tile: int = 0, tile_overlap: int = 32) -> ModelRestorer:
+  """A batched generator, apply_fn(variables, NHWC) -> NHWC, as a RestoreFn over this process's devices."""
+  return ModelRestorer(apply_fn, variables, task, tile=tile, tile_overlap=tile_overlap)
 
 
 def format_table(report: Mapping[str, Any]) -> str:
@@ -445,14 +540,14 @@ def _format(metric: str, value: float | None) -> str:
   return f"{value:.2f}" if metric.startswith(("psnr", "fid", "niqe")) else f"{value:.4f}"
 
 
-def _progress_bar(pairs: Sequence[Pair], *, enabled: bool) -> Iterable[Pair]:
+def _progress_bar(items: Iterable[Any], *, total: int, enabled: bool) -> Iterable[Any]:
   if not enabled:
-    return pairs
+    return items
   try:
     import tqdm  # pylint: disable=g-import-not-at-top  # Optional: only the CLI shows a bar.
   except ImportError:
-    return pairs
-  return tqdm.tqdm(pairs, desc="evaluate", unit="image", file=sys.stderr)
+    return items
+  return tqdm.tqdm(items, total=total, desc="evaluate", unit="image", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

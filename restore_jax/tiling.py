@@ -219,6 +219,7 @@ def _restored_tiles(apply_fn: ApplyFn, image: np.ndarray, ys: list[int], xs: lis
                     batch: int) -> Iterator[np.ndarray]:
   """Restored tiles in raster order, computed `batch` at a time (the last batch padded to the same shape)."""
   positions = [(y, x) for y in ys for x in xs]
+  batch = min(batch, len(positions))  # No padding beyond the image's own tile count.
   rows, cols = shape
   for first in range(0, len(positions), batch):
     chunk = positions[first : first + batch]

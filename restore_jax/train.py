@@ -324,21 +324,21 @@ def run_eval(config, apply_generator, state: GANState, pairs, writer, step: int)
   tile, tile_overlap = evaluate.tiling_from_config(config)  # Device memory bounded by a tile, as in restore.
   restore_fn = evaluate.model_restore_fn(apply_generator, variables, task_lib.from_config(config), tile=tile,
                                          tile_overlap=tile_overlap)
-  shown = {}  # The first few restorations, reused for the image grid.
+  shown = {}  # The first few restorations this process made, reused for the image grid.
 
-  def remembering_restore_fn(degraded: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    restored = restore_fn(degraded, mask)
-    if len(shown) < config.num_grid_images:
-      shown[id(degraded)] = restored
-    return restored
+  grid_pairs = {id(pair) for pair in pairs[:config.num_grid_images]}
 
-  report = evaluate.score(remembering_restore_fn, pairs, crop_border=task_lib.from_config(config).crop_border,
+  def remember(pair: evaluate.Pair, restored: np.ndarray) -> None:
+    if id(pair) in grid_pairs:
+      shown[id(pair)] = restored
+
+  report = evaluate.score(restore_fn, pairs, crop_border=task_lib.from_config(config).crop_border,
                           metrics_to_report=tuple(config.eval.get("metrics", evaluate.DEFAULT_METRICS)),
-                          skip_unavailable=True)
+                          skip_unavailable=True, on_restored=remember)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in report["mean"].items()})
   images = {}
   for pair in pairs[:config.num_grid_images]:
-    restored = shown.get(id(pair.degraded))
+    restored = shown.get(id(pair))
     if restored is None:
       restored = restore_fn(pair.degraded, pair.mask)
     images[f"eval/{pair.name}"] = image_grid(pair.degraded[None], restored[None], pair.clean[None])
