@@ -24,7 +24,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
 
 def _demo(c: ml_collections.ConfigDict) -> None:
   """At most 15 minutes on a 2-core CPU: a small U-Net on 64 px crops fills the holes of held-out photos."""
-  c.total_steps = 1500
+  c.total_steps = 1000  # About 12 minutes of an idle 2-core CPU (docs/recipes/inpaint_pix2pix.md).
   c.batch_size = 8
   c.log_every = 50
   c.eval_every = 500
@@ -36,7 +36,7 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   # Two stride-2 layers: 34 px patches (Isola et al. 2017, section 4.4), about half a crop.
   c.discriminator.update(num_feat=32, num_layers=2)
   c.eval.holdout = 1  # rocket.jpg is kept out of training and scored whole at every evaluation.
-  # pix2pix keeps no moving average; a 1500-step run is scored with one over its last ~100 steps.
+  # pix2pix keeps no moving average; a 1000-step run is scored with one over its last ~100 steps.
   c.ema_decay = 0.99
 
 

@@ -2,10 +2,11 @@
 with `python -m restore_jax.restore`, and written side by side as input | restored | clean.
 
   python docs/images/make_before_after.py --workdir runs/NAME --clean /path/to/photo.png \
-      --output docs/images/NAME.png [--crop 160] [--seed 0] [--mask]
+      --output docs/images/NAME.png [--crop 160] [--seed 0] [--mask] [--step N]
 
-Scale-1 recipes only (every panel has the clean photo's size). --crop keeps a centred square of that many pixels
-so that the PNG stays small; --mask also passes the degradation's mask (inpainting) to restore.
+Every panel has the clean photo's size: a super-resolution input, smaller by the scale, is shown enlarged by
+pixel repetition (nearest neighbour), so that its pixels stay visible. --crop keeps a centred square of that many
+pixels so that the PNG stays small; --mask also passes the degradation's mask (inpainting) to restore.
 """
 
 import argparse
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--crop", type=int, default=160, help="Side of the centred square kept (0 = whole photo).")
   parser.add_argument("--seed", type=int, default=0, help="Seeds the degradation.")
   parser.add_argument("--mask", action="store_true", help="Pass the degradation's mask to restore (inpainting).")
+  parser.add_argument("--step", type=int, help="Restore with this checkpoint step (default: the newest).")
   args = parser.parse_args(argv)
 
   config = inference.load_config(args.workdir)
@@ -51,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     clean = centre_crop(clean, args.crop)
   example = make_degradation(config.degradation)(clean, np.random.default_rng(args.seed))
   degraded = to_uint8(example["input"])
-  if degraded.shape[:2] != clean.shape[:2]:
-    raise ValueError(f"The degraded photo is {degraded.shape[:2]}, the clean one {clean.shape[:2]}: this script "
-                     "is for recipes that keep the size (task.scale = 1).")
+  scale = clean.shape[0] // degraded.shape[0]
+  if (degraded.shape[0] * scale, degraded.shape[1] * scale) != clean.shape[:2]:
+    raise ValueError(f"The degraded photo is {degraded.shape[:2]}, the clean one {clean.shape[:2]}: not one scale "
+                     "apart. Pass a --crop that the recipe's scale divides.")
 
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "restore_jax.restore", "--workdir", str(pathlib.Path(args.workdir).resolve()),
                "--input",
                str(tmp / "input.png"), "--output", str(tmp / "restored.png")]
+    if args.step is not None:
+      command += ["--step", str(args.step)]
     if args.mask and "mask" in example:
       Image.fromarray(to_uint8(example["mask"][..., 0])).save(tmp / "mask.png")
       command += ["--mask", str(tmp / "mask.png")]
@@ -68,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     with Image.open(tmp / "restored.png") as image:
       restored = np.asarray(image.convert("RGB"))
 
-  panels = [np.asarray(Image.fromarray(degraded.squeeze()).convert("RGB")), restored, to_uint8(clean)]
+  shown = Image.fromarray(degraded.squeeze()).convert("RGB")
+  if scale > 1:
+    shown = shown.resize((clean.shape[1], clean.shape[0]), Image.NEAREST)
+  panels = [np.asarray(shown), restored, to_uint8(clean)]
   gap = np.full((clean.shape[0], 4, 3), 255, np.uint8)  # A white line between the panels.
   side_by_side = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
   Image.fromarray(side_by_side).save(args.output, optimize=True)
