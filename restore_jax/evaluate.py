@@ -114,13 +114,16 @@ def load_pairs(
   Returns:
     The pairs in source order: clean cropped to a multiple of the scale, degraded rounded to 8-bit levels.
     Records that cannot be decoded (or are smaller than one scale step) are skipped with a warning; the returned
-    list's `skipped` counts them.
+    list's `skipped` counts them. So are gray photos when the task is colorization (one channel in, three out):
+    there is no colour to recover, and the gray input would score PSNR +inf.
   """
   data_config = config.get("data", {})
   if isinstance(source, str):
     source = sources.make_source(
         source, tfds_data_dir=data_config.get("tfds_data_dir"), image_key=data_config.get("image_key"))
-  scale = task_lib.from_config(config).scale
+  task = task_lib.from_config(config)
+  scale = task.scale
+  colorizes = task.in_channels == 1 and task.out_channels == 3
   degrade = make_degradation(config.degradation)
   max_pixels = data_config.get("max_image_pixels")
   names = display_names(source)
@@ -138,6 +141,12 @@ def load_pairs(
     clean = mod_crop(clean, scale)
     if clean.size == 0:
       logging.warning("Evaluation skips %s: smaller than the scale %d.", source.name(index), scale)
+      pairs.skipped_names.append(names[index])
+      continue
+    if colorizes and np.all(clean == clean[..., :1]):
+      # Its gray input is already the answer (PSNR +inf), and a colourful guess is scored as an error.
+      logging.warning("Evaluation skips %s: a gray photo has no colour for a colorization model to recover.",
+                      source.name(index))
       pairs.skipped_names.append(names[index])
       continue
     example = degrade(clean, np.random.default_rng([seed, index]))

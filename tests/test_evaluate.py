@@ -330,3 +330,17 @@ def test_tiled_scores_match_whole_image_scores(workdir, sr_pairs):
   for a, b in zip(whole["images"], tiled["images"]):
     assert abs(a["psnr_rgb"] - b["psnr_rgb"]) < 0.1 and abs(a["psnr_y"] - b["psnr_y"]) < 0.1
   assert whole["images"][0]["psnr_rgb"] != tiled["images"][0]["psnr_rgb"]  # The tiled path really ran.
+
+
+def test_colorization_skips_gray_photos_and_is_given_the_luma(folder):
+  """A gray photo has no colour to recover (its gray input would score +inf): colorization skips it, counted.
+  The colour photos' inputs are their luma, as Pillow's convert("L") computes it."""
+  from configs import colorize_pix2pix  # pylint: disable=g-import-not-at-top
+
+  pairs = evaluate.load_pairs(f"folder:{folder}", colorize_pix2pix.get_config("tiny"))
+  assert [pair.name for pair in pairs] == ["astronaut.png", "chelsea.png"]
+  assert sorted(pairs.skipped_names) == [BROKEN, GRAY]
+  for pair in pairs:
+    want = np.asarray(Image.open(folder / pair.name).convert("L"), np.float64) / 255.0
+    assert pair.degraded.shape == want.shape + (1,)
+    np.testing.assert_allclose(pair.degraded[..., 0], want, atol=1.01 / 255)

@@ -24,7 +24,8 @@ def _zero_last_up(variables, bias: np.ndarray):
 @pytest.mark.parametrize("in_ch", [4, 1])
 def test_unet_input_residual_adds_tanh_to_the_image(in_ch):
   """out = image + tanh(net): the image is the first 3 channels (the mask, 4th, is not part of it), or the one
-  gray channel repeated. With the net's output fixed to b, every pixel is image + tanh(b), by hand."""
+  gray channel repeated. With the net's output fixed to b, every pixel is image + tanh(b), by hand; from a gray
+  image the correction's BT.601 luma is taken out, so the output's luma is the gray input's."""
   net = unet.UNetGenerator(out_ch=3, num_downs=2, num_feat=4, max_feat=8, input_residual=True)
   x = np.random.default_rng(0).random((2, 8, 8, in_ch), np.float32)
   variables = _small_random_variables(net, x)
@@ -32,7 +33,12 @@ def test_unet_input_residual_adds_tanh_to_the_image(in_ch):
   apply = jax.jit(net.apply)
   out = np.asarray(apply(_zero_last_up(variables, bias), x))
   image = x[..., :3] if in_ch == 4 else np.repeat(x, 3, axis=-1)
-  np.testing.assert_allclose(out, image + np.tanh(bias), atol=1e-6)
+  correction = np.tanh(bias)
+  if in_ch == 1:
+    correction = correction - (0.299 * correction[0] + 0.587 * correction[1] + 0.114 * correction[2])
+    luma = 0.299 * out[..., 0] + 0.587 * out[..., 1] + 0.114 * out[..., 2]
+    np.testing.assert_allclose(luma, x[..., 0], atol=1e-6)
+  np.testing.assert_allclose(out, image + correction, atol=1e-6)
   # With small weights (DCGAN's initialisation has std 0.02) the network starts near the identity baseline.
   assert np.abs(np.asarray(apply(variables, x)) - image).mean() < 0.1
 

@@ -18,14 +18,18 @@ def _with_constant_output(variables, last: str, bias: np.ndarray):
 
 @pytest.mark.parametrize("in_ch", [3, 1])
 def test_translator_input_residual_adds_tanh_to_the_image(in_ch):
-  """The image is the input itself, or its gray channel repeated; with the output fixed to b, image + tanh(b)."""
+  """The image is the input itself, or its gray channel repeated; with the output fixed to b, image + tanh(b),
+  less the BT.601 luma of tanh(b) from a gray image (whose luma the output keeps)."""
   net = translator.ImageTranslator(out_ch=3, num_downs=2, num_feat=4, input_residual=True)
   x = np.random.default_rng(0).random((2, 8, 8, in_ch), np.float32)
   variables = net.init(jax.random.key(0), x)
   bias = np.array([-0.3, 0.0, 0.5], np.float32)
   out = np.asarray(net.apply(_with_constant_output(variables, "dec1", bias), x))
   image = x if in_ch == 3 else np.repeat(x, 3, axis=-1)
-  np.testing.assert_allclose(out, image + np.tanh(bias), atol=1e-6)
+  correction = np.tanh(bias)
+  if in_ch == 1:
+    correction = correction - (0.299 * correction[0] + 0.587 * correction[1] + 0.114 * correction[2])
+  np.testing.assert_allclose(out, image + correction, atol=1e-6)
 
 
 def test_translator_without_input_residual_maps_tanh_to_unit_range():

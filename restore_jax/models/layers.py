@@ -77,19 +77,28 @@ def tanh_to_unit(t: jax.Array) -> jax.Array:
   return (jnp.tanh(t.astype(jnp.float32)) + 1.0) / 2.0
 
 
+# ITU-R BT.601 luma weights, Y = 0.299 R + 0.587 G + 0.114 B: the gray image a colorization model is given.
+BT601_LUMA = (0.299, 0.587, 0.114)
+
+
 def residual_output(x: jax.Array, h: jax.Array, out_ch: int) -> jax.Array:
   """out = image + tanh(h): a generator that predicts only a correction of its input (global residual learning,
   as in VDSR, Kim et al. 2016).
 
   The image corrected is the input's first out_ch channels (a mask, when the task has one, comes after them), or
-  its one gray channel repeated (colorization).
+  its one gray channel repeated (colorization). For colorization the correction's own luma is taken out of it, so
+  the output keeps the input's BT.601 luma exactly (before clipping to [0, 1]) and the network only chooses colour:
+  the gray image already is the photo's luminance, as colorization networks predict Lab's ab channels from L
+  (Zhang et al. 2016, "Colorful Image Colorization"; pix2pix's colorization data mode does the same).
   """
   channels = x.shape[-1]
+  correction = jnp.tanh(h.astype(jnp.float32))
   if channels >= out_ch:
     image = x[..., :out_ch].astype(jnp.float32)
-  elif channels == 1:
+  elif channels == 1 and out_ch == 3:
     image = jnp.repeat(x.astype(jnp.float32), out_ch, axis=-1)
+    correction = correction - jnp.tensordot(correction, jnp.asarray(BT601_LUMA), axes=1)[..., None]
   else:
     raise ValueError(f"generator.input_residual needs the input to hold an image of generator.out_ch={out_ch} "
-                     f"channels (or a gray one), got {channels} channels; turn it off.")
-  return image + jnp.tanh(h.astype(jnp.float32))
+                     f"channels (or a gray one for 3 channels out), got {channels} channels; turn it off.")
+  return image + correction
