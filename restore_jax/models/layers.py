@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from restore_jax.degradations.noise import BT601  # The luma of the gray input the grayscale degradation makes.
+
 NORMS = ("batch", "instance", "none")
 
 # PyTorch's BatchNorm2d defaults: the running statistics move 0.1 towards each batch's (flax's `momentum` is the
@@ -77,10 +79,6 @@ def tanh_to_unit(t: jax.Array) -> jax.Array:
   return (jnp.tanh(t.astype(jnp.float32)) + 1.0) / 2.0
 
 
-# ITU-R BT.601 luma weights, Y = 0.299 R + 0.587 G + 0.114 B: the gray image a colorization model is given.
-BT601_LUMA = (0.299, 0.587, 0.114)
-
-
 def residual_output(x: jax.Array, h: jax.Array, out_ch: int) -> jax.Array:
   """out = image + tanh(h): a generator that predicts only a correction of its input (global residual learning,
   as in VDSR, Kim et al. 2016).
@@ -97,7 +95,7 @@ def residual_output(x: jax.Array, h: jax.Array, out_ch: int) -> jax.Array:
     image = x[..., :out_ch].astype(jnp.float32)
   elif channels == 1 and out_ch == 3:
     image = jnp.repeat(x.astype(jnp.float32), out_ch, axis=-1)
-    correction = correction - jnp.tensordot(correction, jnp.asarray(BT601_LUMA), axes=1)[..., None]
+    correction = correction - jnp.tensordot(correction, jnp.asarray(BT601), axes=1)[..., None]
   else:
     raise ValueError(f"generator.input_residual needs the input to hold an image of generator.out_ch={out_ch} "
                      f"channels (or a gray one for 3 channels out), got {channels} channels; turn it off.")

@@ -77,8 +77,9 @@ class UNetGenerator(nn.Module):
     input_residual: predict only a correction of the input image, out = image + tanh(net), instead of
       (tanh(net) + 1) / 2 (global residual learning, as in VDSR, Kim et al. 2016). Off in pix2pix. The image is
       the input's first out_ch channels (a mask, when the task has one, comes after them), or its one gray channel
-      repeated (colorization, keeping its luma: only colour is predicted): with the small initial weights the network starts as the identity baseline, so a
-      model trained for minutes corrects the input rather than first learning to copy it through the U.
+      repeated (colorization, keeping its luma: only colour is predicted): with the small initial weights the
+      network starts as the identity baseline, so a model trained for minutes corrects the input rather than first
+      learning to copy it through the U.
     dtype: computation dtype; parameters stay float32.
   """
 
