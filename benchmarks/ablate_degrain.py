@@ -119,7 +119,7 @@ def table(args: argparse.Namespace, results: dict, baselines: dict) -> str:
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--steps", type=int, default=600, help="Training steps of every run.")
-  parser.add_argument("--data", default="folder:/work/shared/data/CSet14", help="Held-out clean photos.")
+  parser.add_argument("--data", default="folder:../shared/data/CSet14", help="Held-out clean photos.")
   parser.add_argument("--runs", default="runs/ablate_degrain", help="Folder of the 8 training runs.")
   parser.add_argument("--output", default="benchmarks/ablate_degrain.md", help="The markdown table to write.")
   args = parser.parse_args()
