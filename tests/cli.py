@@ -11,10 +11,25 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# One XLA compilation cache for every training process of a test session: runs of the same recipe compile the
-# same programs, and loading them from the cache saves ~20 s of CPU per run. A hit gives the very same executable.
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="restore_jax_xla_cache_")
-atexit.register(shutil.rmtree, COMPILATION_CACHE, ignore_errors=True)
+# The variable that names the session's compilation cache to pytest-xdist's workers, which inherit it.
+_CACHE_VARIABLE = "RESTORE_JAX_TEST_XLA_CACHE"
+
+
+def _session_cache() -> str:
+  """One XLA compilation cache for every training process of a test session: runs of the same recipe compile the
+  same programs, and loading them from the cache saves ~20 s of CPU per run. A hit gives the very same executable.
+
+  The process that makes it (pytest, or xdist's controller) deletes it at exit; xdist's workers use the same one.
+  """
+  if os.environ.get(_CACHE_VARIABLE):
+    return os.environ[_CACHE_VARIABLE]
+  path = tempfile.mkdtemp(prefix="restore_jax_xla_cache_")
+  os.environ[_CACHE_VARIABLE] = path
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+COMPILATION_CACHE = _session_cache()
 
 
 def train_command(workdir: Path, *extra: str, config: str = "configs/sr_wgangp.py:tiny") -> list[str]:
