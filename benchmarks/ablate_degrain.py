@@ -6,8 +6,8 @@ other), evaluated on CSet14 (never trained on) with `python -m restore_jax.evalu
 after every run, so an interrupted ablation keeps its finished rows (missing cells read "not run"). A run whose
 report exists is not trained again.
 
-  python benchmarks/ablate_degrain.py --steps 600 --data folder:/work/shared/data/CSet14 \
-      --runs runs/ablate_degrain --output benchmarks/ablate_degrain.md
+  python benchmarks/ablate_degrain.py --steps 1000 --data folder:../shared/data/CSet14 \
+      --runs runs/ablate_degrain_1000 --output benchmarks/ablate_degrain.md
 
 The source's numbers are on its own Public Figures faces at full scale, ours on CSet14 after `--steps` steps of
 the demo's small U-Net: compare orderings, not values.
@@ -118,7 +118,7 @@ def table(args: argparse.Namespace, results: dict, baselines: dict) -> str:
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--steps", type=int, default=600, help="Training steps of every run.")
+  parser.add_argument("--steps", type=int, default=1000, help="Training steps of every run.")
   parser.add_argument("--data", default="folder:../shared/data/CSet14", help="Held-out clean photos.")
   parser.add_argument("--runs", default="runs/ablate_degrain", help="Folder of the 8 training runs.")
   parser.add_argument("--output", default="benchmarks/ablate_degrain.md", help="The markdown table to write.")
