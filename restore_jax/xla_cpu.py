@@ -3,7 +3,8 @@
 jaxlib 0.10 hands convolutions and matrix products on the CPU to YNNPACK ("ynn fusions") by default. On a 2-core
 x86 (AMD EPYC, AVX2) YNNPACK ran a 3x3, 64-channel convolution at 20-30 GFLOP/s where XLA's own Eigen kernels ran
 the same convolution at 39-44 GFLOP/s, next to oneDNN's 38-45 under PyTorch on the same cores; RRDB 6x64's WGAN-GP
-training step went from 0.26 to 0.36 images/s (benchmarks/README.md has the commands and numbers). So unless the
+training step went from 0.26 to 0.36 images/s. On a 2-core AMD EPYC with AVX-512 the gap is smaller, but the step
+was still faster without YNN fusions, about 1.06x (benchmarks/README.md has the commands and numbers). So unless the
 user's XLA_FLAGS already say which YNN fusions to use, restore_jax asks for none. XLA reads XLA_FLAGS once, when the
 first backend starts: the flag only takes effect if restore_jax is imported before anything runs on a device.
 
