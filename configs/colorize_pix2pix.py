@@ -39,8 +39,10 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   c.checkpoint_every = 500
   c.data.crop_size = 64
   # Corrects the gray image (input_residual) rather than drawing the photo anew: the output keeps the gray
-  # input's luma exactly, and the network learns only the colour.
-  c.generator.update(num_downs=6, num_feat=32, max_feat=128, dropout_blocks=2, input_residual=True)
+  # input's luma exactly, and the network learns only the colour, at a quarter of the resolution
+  # (colour_downscale; Zhang et al. 2016, "Colorful Image Colorization", predict ab at a quarter too).
+  c.generator.update(num_downs=6, num_feat=32, max_feat=128, dropout_blocks=2, input_residual=True,
+                     colour_downscale=4)
   c.discriminator.update(num_feat=32, num_layers=2)
   c.loss.adversarial_start_step = 600  # 60% L1 warm-up, then the adversarial phase.
   c.eval.holdout = 1  # rocket.jpg is kept out of training and scored whole at every evaluation.

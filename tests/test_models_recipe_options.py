@@ -36,6 +36,10 @@ def test_unet_input_residual_adds_tanh_to_the_image(in_ch):
   correction = np.tanh(bias)
   if in_ch == 1:
     correction = correction - (0.299 * correction[0] + 0.587 * correction[1] + 0.114 * correction[2])
+    # Out of the RGB cube, the colour is scaled down (by hand: the largest t keeping every channel in [0, 1]).
+    gray = x[..., :1]
+    limits = np.where(correction > 0, (1 - gray) / correction, gray / -correction)
+    correction = np.minimum(1.0, limits.min(-1, keepdims=True)) * correction
     luma = 0.299 * out[..., 0] + 0.587 * out[..., 1] + 0.114 * out[..., 2]
     np.testing.assert_allclose(luma, x[..., 0], atol=1e-6)
   np.testing.assert_allclose(out, image + correction, atol=1e-6)
@@ -64,6 +68,69 @@ def test_unet_input_residual_needs_an_image_of_the_output_channels():
   net = unet.UNetGenerator(out_ch=3, num_downs=2, num_feat=4, max_feat=8, input_residual=True)
   with pytest.raises(ValueError, match="generator.input_residual"):
     jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_colour_downscale_matches_torch_pooling_and_bilinear_upsampling(factor):
+  """From a gray input the colour correction is tanh(h) averaged over factor x factor blocks and upsampled
+  bilinearly (torch's avg_pool2d and interpolate, half-pixel centres), with its luma taken out: the output's
+  luma is still the input's."""
+  from restore_jax.models import layers
+  rng = np.random.default_rng(2)
+  x = rng.random((2, 16, 12, 1), np.float32)
+  h = rng.normal(size=(2, 16, 12, 3)).astype(np.float32)
+  out = np.asarray(jax.jit(lambda x, h: layers.residual_output(x, h, 3, factor))(x, h))
+  t = torch.tanh(torch.from_numpy(h).permute(0, 3, 1, 2).double())
+  low = F.interpolate(F.avg_pool2d(t, factor), scale_factor=factor, mode="bilinear", align_corners=False)
+  low = low.permute(0, 2, 3, 1).numpy()
+  luma = 0.299 * low[..., 0] + 0.587 * low[..., 1] + 0.114 * low[..., 2]
+  colour = low - luma[..., None]
+  limits = np.where(colour > 0, (1 - x) / colour, x / -colour)  # The cube's limit, as in the test above.
+  colour = np.minimum(1.0, limits.min(-1, keepdims=True)) * colour
+  np.testing.assert_allclose(out, np.repeat(x, 3, axis=-1) + colour, atol=1e-5)
+  out_luma = 0.299 * out[..., 0] + 0.587 * out[..., 1] + 0.114 * out[..., 2]
+  np.testing.assert_allclose(out_luma, x[..., 0], atol=1e-5)
+  # No detail finer than the blocks: the full-resolution correction differs.
+  full = np.asarray(layers.residual_output(x, h, 3, 1))
+  assert np.abs(full - out).mean() > 0.1
+
+
+def test_colorization_output_stays_in_gamut_with_the_input_luma_and_hue():
+  """A colour that would leave the RGB cube is desaturated until it fits, not clipped: by hand, gray 0.9 plus the
+  luma-free colour c = (0.2, -0.1, 0) - 0.0011 = (0.1989, -0.1011, -0.0011) leaves the cube on the red channel
+  (1.0989), so t = 0.1 / 0.1989 and the output is 0.9 + t c, red exactly 1; gray 0.5 with the same colour fits
+  and is unchanged."""
+  from restore_jax.models import layers
+  colour = np.array([0.1989, -0.1011, -0.0011])
+  assert abs(0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]) < 1e-12
+  h = np.arctanh(colour).astype(np.float32)[None, None, None, :].repeat(2, axis=2)
+  x = np.array([0.9, 0.5], np.float32)[None, None, :, None]
+  out = np.asarray(layers.residual_output(x, h, 3))
+  np.testing.assert_allclose(out[0, 0, 0], 0.9 + colour * (0.1 / colour[0]), atol=1e-6)
+  np.testing.assert_allclose(out[0, 0, 1], 0.5 + colour, atol=1e-6)
+  assert out[0, 0, 0, 0] == pytest.approx(1.0, abs=1e-6)
+  # Random corrections: always in the cube, luma kept; the colour only shrinks along its own direction.
+  rng = np.random.default_rng(3)
+  x = rng.random((2, 8, 8, 1), np.float32)
+  h = (3 * rng.normal(size=(2, 8, 8, 3))).astype(np.float32)
+  out = np.asarray(layers.residual_output(x, h, 3))
+  assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+  np.testing.assert_allclose(out @ np.array([0.299, 0.587, 0.114]), x[..., 0], atol=1e-5)
+  full = np.tanh(h) - (np.tanh(h) @ np.array([0.299, 0.587, 0.114]))[..., None]
+  kept = out - x
+  cosine = (kept * full).sum(-1) / (np.linalg.norm(kept, axis=-1) * np.linalg.norm(full, axis=-1) + 1e-12)
+  assert np.all(cosine[np.linalg.norm(kept, axis=-1) > 1e-4] > 0.9999)
+  assert np.all(np.linalg.norm(kept, axis=-1) <= np.linalg.norm(full, axis=-1) + 1e-6)
+
+
+def test_colour_downscale_errors_name_the_key():
+  from restore_jax.models import layers
+  with pytest.raises(ValueError, match="generator.colour_downscale.*colorization"):
+    layers.residual_output(jnp.zeros((1, 8, 8, 3)), jnp.zeros((1, 8, 8, 3)), 3, 2)
+  with pytest.raises(ValueError, match="generator.colour_downscale=3 must divide"):
+    layers.residual_output(jnp.zeros((1, 8, 8, 1)), jnp.zeros((1, 8, 8, 3)), 3, 3)
+  # Inference pads images up to a multiple of both the halvings and the colour blocks.
+  assert unet.UNetGenerator(num_downs=2, input_residual=True, colour_downscale=8).size_multiple == 8
 
 
 def _conv_params(k: int, cin: int, cout: int, bias: bool = True) -> int:

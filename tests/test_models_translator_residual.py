@@ -19,7 +19,8 @@ def _with_constant_output(variables, last: str, bias: np.ndarray):
 @pytest.mark.parametrize("in_ch", [3, 1])
 def test_translator_input_residual_adds_tanh_to_the_image(in_ch):
   """The image is the input itself, or its gray channel repeated; with the output fixed to b, image + tanh(b),
-  less the BT.601 luma of tanh(b) from a gray image (whose luma the output keeps)."""
+  less the BT.601 luma of tanh(b) from a gray image (whose luma the output keeps), that colour scaled down where
+  it would leave the RGB cube (by hand: the largest t in [0, 1] keeping every channel in [0, 1])."""
   net = translator.ImageTranslator(out_ch=3, num_downs=2, num_feat=4, input_residual=True)
   x = np.random.default_rng(0).random((2, 8, 8, in_ch), np.float32)
   variables = net.init(jax.random.key(0), x)
@@ -29,6 +30,8 @@ def test_translator_input_residual_adds_tanh_to_the_image(in_ch):
   correction = np.tanh(bias)
   if in_ch == 1:
     correction = correction - (0.299 * correction[0] + 0.587 * correction[1] + 0.114 * correction[2])
+    limits = np.where(correction > 0, (1 - x) / correction, x / -correction)
+    correction = np.minimum(1.0, limits.min(-1, keepdims=True)) * correction
   np.testing.assert_allclose(out, image + correction, atol=1e-6)
 
 

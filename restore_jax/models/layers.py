@@ -79,7 +79,7 @@ def tanh_to_unit(t: jax.Array) -> jax.Array:
   return (jnp.tanh(t.astype(jnp.float32)) + 1.0) / 2.0
 
 
-def residual_output(x: jax.Array, h: jax.Array, out_ch: int) -> jax.Array:
+def residual_output(x: jax.Array, h: jax.Array, out_ch: int, colour_downscale: int = 1) -> jax.Array:
   """out = image + tanh(h): a generator that predicts only a correction of its input (global residual learning,
   as in VDSR, Kim et al. 2016).
 
@@ -87,16 +87,52 @@ def residual_output(x: jax.Array, h: jax.Array, out_ch: int) -> jax.Array:
   its one gray channel repeated (colorization). For colorization the correction's own luma is taken out of it, so
   the output keeps the input's BT.601 luma exactly (before clipping to [0, 1]) and the network only chooses colour:
   the gray image already is the photo's luminance, as colorization networks predict Lab's ab channels from L
-  (Zhang et al. 2016, "Colorful Image Colorization"; pix2pix's colorization data mode does the same).
+  (Zhang et al. 2016, "Colorful Image Colorization"; pix2pix's colorization data mode does the same). Where gray
+  plus colour would leave the RGB cube, the colour is desaturated just enough to fit (see `_gamut_scale`) rather
+  than clipped per channel, which would change the pixel's luma and hue.
+
+  `colour_downscale` f > 1 (colorization only) keeps the colour correction at 1/f of the resolution: averaged over
+  f x f blocks, then bilinearly upsampled. Zhang et al. 2016 predict ab at a quarter of the input's resolution:
+  colour varies slowly where luma carries the detail, and a colour correction with no fine detail cannot add the
+  pixel-scale tint noise that a young network's full-resolution output has.
   """
   channels = x.shape[-1]
   correction = jnp.tanh(h.astype(jnp.float32))
+  if colour_downscale < 1:
+    raise ValueError(f"generator.colour_downscale must be >= 1, got {colour_downscale}.")
   if channels >= out_ch:
+    if colour_downscale != 1:
+      raise ValueError("generator.colour_downscale applies to colorization (one gray channel in, three out) only; "
+                       f"this generator has {channels} input and {out_ch} output channels: set it to 1.")
     image = x[..., :out_ch].astype(jnp.float32)
   elif channels == 1 and out_ch == 3:
     image = jnp.repeat(x.astype(jnp.float32), out_ch, axis=-1)
+    if colour_downscale > 1:
+      correction = _low_resolution(correction, colour_downscale)
     correction = correction - jnp.tensordot(correction, jnp.asarray(BT601), axes=1)[..., None]
+    correction = correction * _gamut_scale(image, correction)
   else:
     raise ValueError(f"generator.input_residual needs the input to hold an image of generator.out_ch={out_ch} "
                      f"channels (or a gray one for 3 channels out), got {channels} channels; turn it off.")
   return image + correction
+
+
+def _gamut_scale(gray: jax.Array, colour: jax.Array) -> jax.Array:
+  """The largest t in [0, 1] per pixel with gray + t * colour inside [0, 1] on every channel, shape (..., 1).
+
+  `colour` has no luma, so gray + t * colour keeps the pixel's luma and hue for every t; only saturation drops.
+  """
+  headroom = jnp.where(colour > 0, 1.0 - gray, gray)
+  amount = jnp.abs(colour)
+  safe = jnp.where(amount > 0, amount, 1.0)
+  limit = jnp.where(amount > 0, jnp.clip(headroom, 0.0, None) / safe, jnp.inf)
+  return jnp.minimum(1.0, jnp.min(limit, axis=-1, keepdims=True))
+
+
+def _low_resolution(x: jax.Array, factor: int) -> jax.Array:
+  """`x` averaged over factor x factor blocks, then bilinearly resized back (half-pixel centres, edges clamped)."""
+  n, height, width, c = x.shape
+  if height % factor or width % factor:
+    raise ValueError(f"generator.colour_downscale={factor} must divide the image size, got {height}x{width}.")
+  blocks = x.reshape(n, height // factor, factor, width // factor, factor, c).mean(axis=(2, 4))
+  return jax.image.resize(blocks, x.shape, "linear", antialias=False)

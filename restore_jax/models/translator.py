@@ -9,6 +9,7 @@ There are no skip connections and no dense bottleneck, so every detail of the ou
 and why its author points to pix2pix next. Padding is TensorFlow's "SAME", as in the source's TensorFlow code.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -33,6 +34,8 @@ class ImageTranslator(nn.Module):
       connections the plain translator must carry every detail through its code, so a model trained for minutes
       blurs; with it the network starts as the identity and learns the sharpening. The image is the input's
       first out_ch channels, or its one gray channel repeated.
+    colour_downscale: with input_residual and a gray input, the colour correction's resolution is 1/this of
+      the image's (1: full resolution; see `layers.residual_output`).
     dtype: computation dtype; parameters stay float32.
   """
 
@@ -41,6 +44,7 @@ class ImageTranslator(nn.Module):
   num_feat: int = 64
   norm: str = "batch"
   input_residual: bool = False
+  colour_downscale: int = 1
   dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
@@ -53,7 +57,7 @@ class ImageTranslator(nn.Module):
   @property
   def size_multiple(self) -> int:
     """Input sides must be multiples of this (one halving per level); inference pads up to it."""
-    return 2**self.num_downs
+    return math.lcm(2**self.num_downs, self.colour_downscale)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -81,4 +85,4 @@ class ImageTranslator(nn.Module):
         h = nn.relu(norm(f"dec{i}_norm")(h))
     if not self.input_residual:
       return layers.tanh_to_unit(h)
-    return layers.residual_output(x, h, self.out_ch)
+    return layers.residual_output(x, h, self.out_ch, self.colour_downscale)

@@ -14,6 +14,7 @@ original Torch code leaves it out too). Convs followed by batch norm have no bia
 as in pix2pix's PyTorch code, whose unet_256 has the same 54,413,955 parameters so its weights map one to one.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -80,6 +81,8 @@ class UNetGenerator(nn.Module):
       repeated (colorization, keeping its luma: only colour is predicted): with the small initial weights the
       network starts as the identity baseline, so a model trained for minutes corrects the input rather than first
       learning to copy it through the U.
+    colour_downscale: with input_residual and a gray input, the colour correction's resolution is 1/this of
+      the image's (1: full resolution; see `layers.residual_output`).
     dtype: computation dtype; parameters stay float32.
   """
 
@@ -91,6 +94,7 @@ class UNetGenerator(nn.Module):
   dropout_rate: float = 0.5
   dropout_blocks: int = 3
   input_residual: bool = False
+  colour_downscale: int = 1
   dtype: Any = jnp.float32
 
   def __post_init__(self) -> None:
@@ -107,7 +111,7 @@ class UNetGenerator(nn.Module):
   @property
   def size_multiple(self) -> int:
     """Input sides must be multiples of this (one halving per level); inference pads up to it."""
-    return 2**self.num_downs
+    return math.lcm(2**self.num_downs, self.colour_downscale)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -118,4 +122,4 @@ class UNetGenerator(nn.Module):
                    name="level0")(h, train)
     if not self.input_residual:
       return layers.tanh_to_unit(h)
-    return layers.residual_output(x, h, self.out_ch)
+    return layers.residual_output(x, h, self.out_ch, self.colour_downscale)
