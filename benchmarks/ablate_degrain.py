@@ -3,8 +3,9 @@
 
 Each of the four variants is trained with configs/degrain_patchgan.py:demo at both presets (8 runs, one after the
 other), evaluated on CSet14 (never trained on) with `python -m restore_jax.evaluate`, and the table is rewritten
-after every run, so an interrupted ablation keeps its finished rows (missing cells read "not run"). A run whose
-report exists is not trained again.
+after every run, so an interrupted ablation keeps its finished rows (missing cells read "not run"). Runs live in
+folders named by preset, variant and step count, and reports by the data they score: a run whose report for the
+same steps and data exists is not trained again, and one interrupted mid-training resumes from its checkpoint.
 
   python benchmarks/ablate_degrain.py --steps 1000 --data folder:../shared/data/CSet14 \
       --runs runs/ablate_degrain_1000 --output benchmarks/ablate_degrain.md
@@ -51,10 +52,13 @@ def child_cpu_seconds() -> float:
 
 def run_one(args: argparse.Namespace, preset: str, label: str, overrides: list[str]) -> dict:
   """Trains one variant at one preset (unless its report exists) and returns its CSet14 report."""
-  workdir = pathlib.Path(args.runs).resolve() / f"{preset}_{slug(label)}"
-  report_path = workdir / "cset14.json"
+  workdir = pathlib.Path(args.runs).resolve() / f"{preset}_{slug(label)}_{args.steps}steps"
+  report_path = workdir / f"report_{slug(args.data)}.json"
   if report_path.exists():
-    return json.loads(report_path.read_text())
+    report = json.loads(report_path.read_text())
+    if report.get("step") == args.steps:
+      return report
+    print(f"{report_path} scores step {report.get('step')}, not {args.steps}: evaluating again.")
   start_cpu, start = child_cpu_seconds(), time.time()
   subprocess.run([sys.executable, "-m", "restore_jax.main", "--config", CONFIG, "--workdir", str(workdir),
                   f"--config.total_steps={args.steps}", f"--config.degradation.preset={preset}",
@@ -70,7 +74,7 @@ def run_one(args: argparse.Namespace, preset: str, label: str, overrides: list[s
 
 
 def baseline(args: argparse.Namespace, preset: str, name: str) -> dict:
-  path = pathlib.Path(args.runs).resolve() / f"{preset}_baseline_{name}.json"
+  path = pathlib.Path(args.runs).resolve() / f"{preset}_baseline_{name}_{slug(args.data)}.json"
   if not path.exists():
     subprocess.run([sys.executable, "-m", "restore_jax.evaluate", "--baseline", name, "--config", CONFIG,
                     f"--config.degradation.preset={preset}", "--data", args.data, "--output", str(path)],
@@ -87,13 +91,15 @@ def table(args: argparse.Namespace, results: dict, baselines: dict) -> str:
     report = results.get((preset, key)) or baselines.get((preset, key))
     return f"{report['mean']['ssim_rgb']:.4f}" if report else "not run"
 
+  scored_on = ("CSet14 (14 photographs never trained on" if "CSet14" in args.data
+               else f"`{args.data}` (photographs never trained on")
   lines = [
       "# Loss ablation on pixel-shuffle grain",
       "",
       'The PSNR table of the write-up "Image Restoration Using Generative Adversarial Networks" (5x5 pixel-shuffle',
       "grain on Public Figures faces, full-scale training), beside the same four loss variants trained with",
       f"`{CONFIG}` for {args.steps} steps each (batch 8, 48 px crops, the demo's 0.26 M-parameter U-Net and",
-      "PatchGAN) and scored on CSet14 (14 photographs never trained on; RGB, no border cropped). Made by:",
+      f"PatchGAN) and scored on {scored_on}; RGB, no border cropped). Made by:",
       "",
       "```",
       f"python benchmarks/ablate_degrain.py --steps {args.steps} --data {args.data} --runs {args.runs} "
