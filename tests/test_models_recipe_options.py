@@ -21,11 +21,18 @@ def _zero_last_up(variables, bias: np.ndarray):
   return {**variables, "params": params}
 
 
+def _fit_in_rgb_cube(gray: np.ndarray, colour: np.ndarray) -> np.ndarray:
+  """`colour` scaled by the largest t in [0, 1] keeping gray + t * colour in [0, 1] on every channel, by hand."""
+  limits = np.where(colour > 0, (1 - gray) / colour, gray / -colour)
+  return np.minimum(1.0, limits.min(-1, keepdims=True)) * colour
+
+
 @pytest.mark.parametrize("in_ch", [4, 1])
 def test_unet_input_residual_adds_tanh_to_the_image(in_ch):
   """out = image + tanh(net): the image is the first 3 channels (the mask, 4th, is not part of it), or the one
   gray channel repeated. With the net's output fixed to b, every pixel is image + tanh(b), by hand; from a gray
-  image the correction's BT.601 luma is taken out, so the output's luma is the gray input's."""
+  image the correction's BT.601 luma is taken out, so the output's luma is the gray input's, and the colour is
+  scaled into the RGB cube where it would leave it."""
   net = unet.UNetGenerator(out_ch=3, num_downs=2, num_feat=4, max_feat=8, input_residual=True)
   x = np.random.default_rng(0).random((2, 8, 8, in_ch), np.float32)
   variables = _small_random_variables(net, x)
@@ -36,10 +43,7 @@ def test_unet_input_residual_adds_tanh_to_the_image(in_ch):
   correction = np.tanh(bias)
   if in_ch == 1:
     correction = correction - (0.299 * correction[0] + 0.587 * correction[1] + 0.114 * correction[2])
-    # Out of the RGB cube, the colour is scaled down (by hand: the largest t keeping every channel in [0, 1]).
-    gray = x[..., :1]
-    limits = np.where(correction > 0, (1 - gray) / correction, gray / -correction)
-    correction = np.minimum(1.0, limits.min(-1, keepdims=True)) * correction
+    correction = _fit_in_rgb_cube(x[..., :1], correction)
     luma = 0.299 * out[..., 0] + 0.587 * out[..., 1] + 0.114 * out[..., 2]
     np.testing.assert_allclose(luma, x[..., 0], atol=1e-6)
   np.testing.assert_allclose(out, image + correction, atol=1e-6)
@@ -84,9 +88,7 @@ def test_colour_downscale_matches_torch_pooling_and_bilinear_upsampling(factor):
   low = F.interpolate(F.avg_pool2d(t, factor), scale_factor=factor, mode="bilinear", align_corners=False)
   low = low.permute(0, 2, 3, 1).numpy()
   luma = 0.299 * low[..., 0] + 0.587 * low[..., 1] + 0.114 * low[..., 2]
-  colour = low - luma[..., None]
-  limits = np.where(colour > 0, (1 - x) / colour, x / -colour)  # The cube's limit, as in the test above.
-  colour = np.minimum(1.0, limits.min(-1, keepdims=True)) * colour
+  colour = _fit_in_rgb_cube(x, low - luma[..., None])
   np.testing.assert_allclose(out, np.repeat(x, 3, axis=-1) + colour, atol=1e-5)
   out_luma = 0.299 * out[..., 0] + 0.587 * out[..., 1] + 0.114 * out[..., 2]
   np.testing.assert_allclose(out_luma, x[..., 0], atol=1e-5)

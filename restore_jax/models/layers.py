@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from restore_jax import task as task_lib
 from restore_jax.degradations.noise import BT601  # The luma of the gray input the grayscale degradation makes.
 
 NORMS = ("batch", "instance", "none")
@@ -85,7 +86,7 @@ def residual_output(x: jax.Array, h: jax.Array, out_ch: int, colour_downscale: i
 
   The image corrected is the input's first out_ch channels (a mask, when the task has one, comes after them), or
   its one gray channel repeated (colorization). For colorization the correction's own luma is taken out of it, so
-  the output keeps the input's BT.601 luma exactly (before clipping to [0, 1]) and the network only chooses colour:
+  the output keeps the input's BT.601 luma exactly and the network only chooses colour:
   the gray image already is the photo's luminance, as colorization networks predict Lab's ab channels from L
   (Zhang et al. 2016, "Colorful Image Colorization"; pix2pix's colorization data mode does the same). Where gray
   plus colour would leave the RGB cube, the colour is desaturated just enough to fit (see `_gamut_scale`) rather
@@ -135,4 +136,4 @@ def _low_resolution(x: jax.Array, factor: int) -> jax.Array:
   if height % factor or width % factor:
     raise ValueError(f"generator.colour_downscale={factor} must divide the image size, got {height}x{width}.")
   blocks = x.reshape(n, height // factor, factor, width // factor, factor, c).mean(axis=(2, 4))
-  return jax.image.resize(blocks, x.shape, "linear", antialias=False)
+  return task_lib.upsample_to(blocks, height, width, "linear")
