@@ -1,6 +1,7 @@
 """restore_jax.models.conv.conv2d against torch: the forward pass, first derivatives, and the second derivative a
 gradient penalty takes (the gradient, with respect to the kernel, of the squared input gradient), for each of its
-paths: stride 1 on small and on large images, and a strided 4x4 convolution as space-to-depth."""
+paths: stride 1 on small and on large images, and a strided 4x4 convolution as space-to-depth, each with every way
+of computing the kernel gradient."""
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +45,11 @@ def _torch_derivatives(x, k, r, strides, padding):
           dk.detach().numpy().transpose(hwio), penalty_dk.numpy().transpose(hwio)]
 
 
+@pytest.mark.parametrize("method", [None, *conv.KERNEL_GRADIENTS])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_conv2d_and_its_first_and_second_derivatives_match_torch(name):
+def test_conv2d_and_its_first_and_second_derivatives_match_torch(name, method, monkeypatch):
+  if method is not None:  # Every layer takes this method instead of the one chosen for its shape.
+    monkeypatch.setattr(conv, "kernel_gradient_method", lambda *shape: method)
   x_shape, k_shape, strides, padding = CASES[name]
   rng = np.random.default_rng(sorted(CASES).index(name))
   x = rng.normal(size=x_shape).astype(np.float32)
@@ -58,3 +62,14 @@ def test_conv2d_and_its_first_and_second_derivatives_match_torch(name):
   for what, a, b in zip(("output", "input gradient", "kernel gradient", "penalty's kernel gradient"), ours, theirs):
     assert a.shape == b.shape, what
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4 * np.abs(b).max(), err_msg=what)
+
+
+def test_kernel_gradient_methods_choose_by_shape_and_reject_unknown_names():
+  # The choices the step's layers get: thin layers stack their windows, large images use XLA's own gradient,
+  # the RRDB trunk's 32x32 layers take one product per tap.
+  assert conv.kernel_gradient_method(128 * 128, 3, 64) == "stacked"
+  assert conv.kernel_gradient_method(128 * 128, 64, 64) == "native"
+  assert conv.kernel_gradient_method(32 * 32, 160, 32) == "per_tap"
+  x, g = jnp.ones((1, 4, 4, 2)), jnp.ones((1, 4, 4, 3))
+  with pytest.raises(ValueError, match="kernel gradient method"):
+    conv._kernel_gradient(x, g, (3, 3, 2, 3), ((1, 1), (1, 1)), method="im2col")

@@ -10,8 +10,9 @@ differentiates through that gradient once more (Gulrajani et al. 2017, eq. 3). H
   padded input by s followed by a stride-1 convolution with the kernel rearranged to match, so it and all its
   derivatives are stride-1 convolutions and reshapes;
 - a stride-1 convolution has its own VJP: the input gradient is this convolution again (flipped, transposed
-  kernel), so second derivatives stay on the fast path, and the kernel gradient is one matrix product per kernel
-  tap, contracting over images and positions, which XLA:CPU runs as a matrix multiplication.
+  kernel), so second derivatives stay on the fast path, and the kernel gradient contracts over images and
+  positions as matrix products (one per kernel tap, or one for all taps), or stays XLA's own where that is
+  faster (`kernel_gradient_method`).
 
 Other backends (GPU, TPU) have fast native convolution gradients: there `conv2d` is `lax.conv_general_dilated`.
 `Conv` is `flax.linen.Conv` with the same parameters ("kernel" HWIO and "bias", same initialisers, same names),
@@ -44,13 +45,41 @@ def native_conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], paddi
   return lax.conv_general_dilated(x, kernel, tuple(strides), padding, dimension_numbers=_DIMENSIONS)
 
 
-def _kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int],
-                     padding: tuple[tuple[int, int], ...]) -> jax.Array:
-  """d(loss)/d(kernel) of a stride-1 convolution: for each tap t, sum over images and positions p of
-  x_padded[p + t]^T g[p], as one matrix product per tap.
+KERNEL_GRADIENTS = ("per_tap", "stacked", "native")
 
+
+def kernel_gradient_method(out_pixels: int, c_in: int, c_out: int) -> str:
+  """Which way `_kernel_gradient` computes a 3x3 or 2x2 kernel gradient with `out_pixels` output positions per
+  image, chosen from kernel gradients timed at every shape of an RRDB 6x64 / VGG-critic WGAN-GP step (batch 4,
+  128 px) on a 2-core x86 CPU with AVX-512 (XLA's own also won at 128x128 on an AVX2 one):
+
+  - XLA's own kernel gradient (a convolution over the batch) is fastest once the images are large and neither
+    side is thin: 1.7-2.5x the per-tap products at 64x64 and 128x128 with 64 or more channels on both sides;
+  - stacked windows (one product with all taps side by side) win where one side is thin (3 channels: 2.5-4x),
+    since a product with 3 output columns leaves the matrix unit idle, and on the critic's small, wide layers;
+  - per-tap products win on the RRDB trunk's 32x32 layers with 32 output channels (1.4-3x XLA's).
+  """
+  thin = min(c_in, c_out)
+  if thin <= 16:
+    return "stacked"
+  if out_pixels >= 64 * 64:
+    return "native"
+  if out_pixels <= 20 * 20 and thin >= 256:
+    return "stacked"
+  return "per_tap"
+
+
+def _kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int],
+                     padding: tuple[tuple[int, int], ...], method: str | None = None) -> jax.Array:
+  """d(loss)/d(kernel) of a stride-1 convolution: for each tap t, the sum over images and positions p of
+  x_padded[p + t]^T g[p].
+
+  `method` (default: `kernel_gradient_method`'s choice for the shape):
+  - "per_tap": one matrix product per tap;
+  - "stacked": the shifted windows side by side, then one product for all taps;
+  - "native": XLA's transposed convolution.
   The shifted windows are slices (copies) of whichever of x and g has fewer channels: the copies are the cost
-  that is not a matrix product. The unshifted operand is the product's left side and the window its right, both
+  that is not a matrix product. Per tap, the unshifted operand is the product's left side and the window its right, both
   read in their own position-major layout: XLA:CPU then runs a transposed-left product with no further copy,
   where the other order made it transpose every window first (~1.5-2x slower at 128x128x64).
   """
@@ -58,25 +87,35 @@ def _kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int],
   (top, bottom), (left, right) = padding
   height, width = x.shape[1:3]
   out_height, out_width = g.shape[1:3]
+  c_in, c_out = x.shape[-1], g.shape[-1]
+  method = method or kernel_gradient_method(out_height * out_width, c_in, c_out)
+  if method not in KERNEL_GRADIENTS:
+    raise ValueError(f"kernel gradient method must be one of {list(KERNEL_GRADIENTS)}, got {method!r}.")
+  if method == "native":
+    zeros = jnp.zeros((kh, kw, c_in, c_out), x.dtype)
+    _, pullback = jax.vjp(lambda k: native_conv2d(x, k, (1, 1), padding), zeros)
+    return pullback(g)[0]
   contract = (((0, 1, 2), (0, 1, 2)), ((), ()))
-  taps = []
-  if x.shape[-1] <= g.shape[-1]:  # Shift the input: the window of tap t over the padded input.
+
+  if c_in <= c_out:  # Shift the input: the window of tap t over the padded input.
     padded = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
-    for i in range(kh):
-      for j in range(kw):
-        window = padded[:, i:i + out_height, j:j + out_width, :]
-        taps.append(lax.dot_general(g, window, contract, preferred_element_type=jnp.float32))
+    windows = [padded[:, i:i + out_height, j:j + out_width, :] for i in range(kh) for j in range(kw)]
+    if method == "stacked":  # [w_0 | w_1 | ...]^T g, already in HWIO order.
+      out = lax.dot_general(jnp.concatenate(windows, -1), g, contract, preferred_element_type=jnp.float32)
+      return out.reshape(kh, kw, c_in, c_out)
     # Transposed once, after stacking: a transpose of each tap is folded into its product by XLA, which then
     # swaps the operands and copies g transposed.
-    return jnp.stack(taps).reshape(kh, kw, g.shape[-1], x.shape[-1]).swapaxes(2, 3)
-  else:  # Shift the output gradient instead: g moved by -t, seen at the input's positions.
-    big = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (kh - 1, kh - 1, 0), (kw - 1, kw - 1, 0), (0, 0, 0)))
-    for i in range(kh):
-      for j in range(kw):
-        row, col = top - i + kh - 1, left - j + kw - 1
-        window = big[:, row:row + height, col:col + width, :]
-        taps.append(lax.dot_general(x, window, contract, preferred_element_type=jnp.float32))
-  return jnp.stack(taps).reshape(kh, kw, x.shape[-1], g.shape[-1])
+    taps = [lax.dot_general(g, w, contract, preferred_element_type=jnp.float32) for w in windows]
+    return jnp.stack(taps).reshape(kh, kw, c_out, c_in).swapaxes(2, 3)
+  # Shift the output gradient instead: g moved by -t, seen at the input's positions.
+  big = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (kh - 1, kh - 1, 0), (kw - 1, kw - 1, 0), (0, 0, 0)))
+  windows = [big[:, top - i + kh - 1:top - i + kh - 1 + height, left - j + kw - 1:left - j + kw - 1 + width, :]
+             for i in range(kh) for j in range(kw)]
+  if method == "stacked":  # x^T [w_0 | w_1 | ...]: (c_in, taps x c_out).
+    out = lax.dot_general(x, jnp.concatenate(windows, -1), contract, preferred_element_type=jnp.float32)
+    return out.reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3)
+  taps = [lax.dot_general(x, w, contract, preferred_element_type=jnp.float32) for w in windows]
+  return jnp.stack(taps).reshape(kh, kw, c_in, c_out)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
