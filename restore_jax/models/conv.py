@@ -79,9 +79,9 @@ def _kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int],
   - "stacked": the shifted windows side by side, then one product for all taps;
   - "native": XLA's transposed convolution.
   The shifted windows are slices (copies) of whichever of x and g has fewer channels: the copies are the cost
-  that is not a matrix product. Per tap, the unshifted operand is the product's left side and the window its right, both
-  read in their own position-major layout: XLA:CPU then runs a transposed-left product with no further copy,
-  where the other order made it transpose every window first (~1.5-2x slower at 128x128x64).
+  that is not a matrix product. Per tap, the unshifted operand is the product's left side and the window its
+  right, both read in their own position-major layout: XLA:CPU then runs a transposed-left product with no further
+  copy, where the other order made it transpose every window first (~1.5-2x slower at 128x128x64).
   """
   kh, kw = kernel_shape[:2]
   (top, bottom), (left, right) = padding
