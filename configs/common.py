@@ -154,7 +154,9 @@ def pix2pix(c: ml_collections.ConfigDict, *, patchgan_layers: int) -> None:
     286x286 one, appendix 6.1.2). It sees the input beside the real or restored image (section 3.1).
   - Optimizer: Adam, lr 2e-4, betas 0.5 / 0.999, constant (section 3.3). pix2pix halves the discriminator's
     loss; Adam's steps do not depend on a constant scale of the loss, so that is left out.
-  - Loss: L1 with lambda = 100 beside the non-saturating GAN loss (eq. 4).
+  - Loss: L1 with lambda = 100 beside the non-saturating GAN loss (eq. 4). pix2pix measures that L1 between images
+    in [-1, 1] (its tanh output and normalised targets); here images are in [0, 1], where every L1 distance is
+    half as large, so the same balance against the GAN term is a weight of 200.
   - No moving average of the generator.
   """
   c.generator = ml_collections.ConfigDict(dict(
@@ -168,7 +170,7 @@ def pix2pix(c: ml_collections.ConfigDict, *, patchgan_layers: int) -> None:
   c.optim.b1, c.optim.b2 = 0.5, 0.999
   c.optim.n_critic = 1
   c.ema_decay = 0.0  # The "EMA" is the generator itself.
-  c.loss.terms = ml_collections.ConfigDict({"l1": 100.0})
+  c.loss.terms = ml_collections.ConfigDict({"l1": 200.0})  # pix2pix's 100, on [0, 1] images (above).
   c.loss.adversarial = "vanilla"
   c.loss.adversarial_weight = 1.0
   c.loss.gp_weight = 0.0
