@@ -1,7 +1,8 @@
 """Colorization: a gray photo in, a colour one out, after Harshith J L et al., "Recovering Old or Damaged Images
 using GAN" (JSSSTU), whose colorization model is pix2pix (Isola et al. 2017, "Image-to-Image Translation with
 Conditional Adversarial Networks"): a U-Net from one gray channel to RGB, pre-trained with L1 alone, then L1
-(weight 100) + the vanilla GAN objective against a conditional PatchGAN, Adam (2e-4, betas 0.5 / 0.999).
+(pix2pix's weight 100 on [-1, 1] images: 200 on the [0, 1] images here) + the vanilla GAN objective against a
+conditional PatchGAN, Adam (2e-4, betas 0.5 / 0.999).
 
 The write-up pre-trains the generator before the adversarial phase "to avoid the blind leading the blind problem
 where neither the generator nor the discriminator knows anything about the task". Here that warm-up is the first

@@ -1,7 +1,8 @@
-"""Denoising after the lecture "Image restoration with GANs": photographs with Gaussian or Poisson (shot) noise of
-a random strength, I = J + g, restored by pix2pix (Isola et al. 2017, "Image-to-Image Translation with
-Conditional Adversarial Networks"): a U-Net generator, a conditional PatchGAN that sees the noisy image beside
-the clean or restored one, and L1 (weight 100) + the vanilla GAN objective.
+"""Denoising after the lecture "Image restoration with GANs": photographs with Gaussian or Poisson (shot) noise of a
+random strength, I = J + g, restored by pix2pix (Isola et al. 2017, "Image-to-Image Translation with Conditional
+Adversarial Networks"): a U-Net generator, a conditional PatchGAN that sees the noisy image beside the clean or
+restored one, and L1 (pix2pix's weight 100 on [-1, 1] images: 200 on the [0, 1] images here) + the vanilla GAN
+objective.
 
 Usage: --config configs/denoise_unet.py[:tiny|demo|bench]. No variant is the full recipe at the sources' scale.
 The noise is reached as --config.degradation.gaussian.sigma='(0.0,0.1)' and --config.degradation.poisson.peak=...

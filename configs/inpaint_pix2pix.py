@@ -1,7 +1,8 @@
 """Old and damaged photos: fill scratches, blotches and holes, after Harshith J L et al., "Recovering Old or Damaged
-Images using GAN" (JSSSTU), whose restoration model is pix2pix (Isola et al. 2017, "Image-to-Image Translation with
-Conditional Adversarial Networks"): a U-Net generator fed the damaged image and the mask of missing pixels, a
-conditional PatchGAN, L1 (weight 100) + the vanilla GAN objective, Adam (2e-4, betas 0.5 / 0.999).
+Images using GAN" (JSSSTU), whose restoration model is pix2pix (Isola et al. 2017, "Image-to-Image Translation
+with Conditional Adversarial Networks"): a U-Net generator fed the damaged image and the mask of missing pixels,
+a conditional PatchGAN, L1 (pix2pix's weight 100 on [-1, 1] images: 200 on the [0, 1] images here) + the vanilla
+GAN objective, Adam (2e-4, betas 0.5 / 0.999).
 
 Usage: --config configs/inpaint_pix2pix.py[:tiny|demo|bench]. No variant is the full recipe at the sources' scale.
 Restoring a photo takes its mask from `--mask FILE` (white = missing), or else finds the pure-white and transparent
