@@ -50,10 +50,11 @@ def test_inpaint_trains_and_resumes_at_step_2(inpaint_run):
   assert "Resumed from the checkpoint of step 2" in again.stderr
   scalars, _ = read_events(workdir)
   assert [s for s, _ in scalars["g_l1"]] == [2, 4]
-  # The logged loss is L1 x 100 + the vanilla GAN term (weight 1), both phases on from the start.
+  # The logged loss is L1 x 200 (pix2pix's 100, on [0, 1] images) + the vanilla GAN term (weight 1), both phases
+  # on from the start.
   for step in (2, 4):
     at = {tag: dict(scalars[tag])[step] for tag in ("g_loss", "g_l1", "g_adversarial")}
-    assert at["g_loss"] == pytest.approx(100 * at["g_l1"] + at["g_adversarial"], rel=1e-5)
+    assert at["g_loss"] == pytest.approx(200 * at["g_l1"] + at["g_adversarial"], rel=1e-5)
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
 
 
@@ -132,10 +133,10 @@ def test_colorize_warms_up_with_l1_alone_then_adds_the_gan(colorize_run):
   assert "Resumed from the checkpoint of step 2" in again.stderr
   scalars, _ = read_events(workdir)
   at = {tag: dict(scalars[tag]) for tag in ("g_loss", "g_l1", "g_adversarial", "adversarial_on")}
-  # Steps 1-2 (the first run): L1 x 100 alone. Steps 3-4 (the resumed run): L1 x 100 + the GAN term.
+  # Steps 1-2 (the first run): L1 x 200 alone. Steps 3-4 (the resumed run): L1 x 200 + the GAN term.
   assert at["adversarial_on"][2] == 0 and at["adversarial_on"][4] == 1
-  assert at["g_loss"][2] == pytest.approx(100 * at["g_l1"][2], rel=1e-5)
-  assert at["g_loss"][4] == pytest.approx(100 * at["g_l1"][4] + at["g_adversarial"][4], rel=1e-5)
+  assert at["g_loss"][2] == pytest.approx(200 * at["g_l1"][2], rel=1e-5)
+  assert at["g_loss"][4] == pytest.approx(200 * at["g_l1"][4] + at["g_adversarial"][4], rel=1e-5)
 
 
 def test_colorize_identity_baseline_is_the_gray_photo(colorize_run, clean_folder):
