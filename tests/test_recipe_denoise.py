@@ -2,9 +2,8 @@
 and resumed to 4, then evaluated and restored in-process.
 
 Checked: the loss is L1 x 200 (pix2pix's 100, on [0, 1] images) + the vanilla GAN term (pix2pix), the noise is
-Gaussian or Poisson as the statistics
-of the degraded photos show (residual variance constant for Gaussian noise, proportional to the intensity over the
-peak for shot noise), and the recipe's median baseline beats the noisy photo.
+Gaussian or Poisson as the statistics of the degraded photos show (residual variance constant for Gaussian noise,
+proportional to the intensity over the peak for shot noise), and the recipe's median baseline beats the noisy photo.
 """
 
 import ml_collections
