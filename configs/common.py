@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping
 
 import ml_collections
 
+from restore_jax.losses import TERMS
+from restore_jax.losses import ssim
+
 SIZES = ("full", "tiny", "demo", "bench")
 # Stages a recipe may declare: "psnr" is a reconstruction-only pre-training run (Wang et al. 2018, ESRGAN section
 # 3.4: the GAN phase starts from a PSNR-oriented model), chained to the next run with generator.init_from.
@@ -109,7 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.perceptual.criterion = "mse"
   c.loss.perceptual.before_activation = True
   c.loss.perceptual.weights = ml_collections.FieldReference(None, field_type=str)
-  c.loss.ms_ssim = ml_collections.ConfigDict()  # Options of the "ms_ssim" term.
+  c.loss.ms_ssim = ml_collections.ConfigDict(dict(  # Options of the "ms_ssim" term; the defaults, 3 scales
+      # of the 11-px window, fit 64-px crops (restore_jax.losses.ssim has the table of what fits).
+      scales=ssim.DEFAULT_SCALES, window_size=ssim.DEFAULT_WINDOW_SIZE, sigma=ssim.DEFAULT_SIGMA))
 
   # Periodic evaluation on whole images, every eval_every steps, with the code of restore_jax.evaluate.
   c.eval = ml_collections.ConfigDict()
@@ -209,4 +214,9 @@ def apply_variant(
   for name in steps:
     if name in overrides:
       overrides[name](config)
+  # Every built-in loss term is listed, at weight 0 (off) where the recipe does not use it: command-line
+  # overrides can only set keys that exist, so this is what lets `--config.loss.terms.ms_ssim=0.5` switch one on.
+  for name in sorted(TERMS):
+    if name not in config.loss.terms:
+      config.loss.terms[name] = 0.0
   return config

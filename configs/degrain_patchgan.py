@@ -20,7 +20,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   common.tiny_schedule(c)
   c.generator.update(num_downs=3, num_feat=8, max_feat=16, dropout_blocks=1)
   c.discriminator.update(num_feat=8, num_layers=2)
-  c.loss.ms_ssim = ml_collections.ConfigDict({"scales": 2, "window_size": 7})  # Fits 32 px crops.
+  c.loss.ms_ssim.update(scales=2, window_size=7)  # Fits 32 px crops.
   c.eval.holdout = 1
 
 
@@ -37,7 +37,7 @@ def _demo(c: ml_collections.ConfigDict) -> None:
   # and a short run starts from the input rather than first learning to copy it through the U.
   c.generator.update(num_downs=4, num_feat=16, max_feat=64, dropout_blocks=1, input_residual=True)
   c.discriminator.update(num_feat=16, num_layers=2)  # 34 px patches: most of a crop.
-  c.loss.ms_ssim = ml_collections.ConfigDict({"scales": 3, "window_size": 7})  # Fits 48 px crops.
+  c.loss.ms_ssim.update(scales=3, window_size=7)  # Fits 48 px crops.
   c.eval.holdout = 1  # rocket.jpg is kept out of training and scored whole at every evaluation.
   c.ema_decay = 0.99  # An EMA over the last ~100 of 5000 steps.
 
@@ -84,7 +84,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # colour term against the discolouration SSIM (computed on luminance there) allows, and the vanilla
   # (non-saturating) GAN loss of pix2pix at 1/100 of the reconstruction (lambda = 100, Isola et al. 2017, eq. 4).
   c.loss.terms = ml_collections.ConfigDict({"l1": 0.16, "ms_ssim": 0.84, "cosine": 0.5})
-  c.loss.ms_ssim = ml_collections.ConfigDict({"scales": 5, "window_size": 11})  # The full MS-SSIM: 256 px fits.
+  c.loss.ms_ssim.update(scales=5, window_size=11)  # The full MS-SSIM: 256 px fits.
   c.loss.adversarial = "vanilla"
   c.loss.adversarial_weight = 0.01
   c.loss.gp_weight = 0.0

@@ -254,3 +254,27 @@ def test_perceptual_loss_errors():
                            layer_weights={"pool": 1.0}, criterion="cosine")
   with pytest.raises(ValueError, match="at least one layer"):
     losses.perceptual_loss(_identity_and_pool_features, images, images, layer_weights={})
+
+
+def test_command_line_switches_on_a_term_the_recipe_does_not_list():
+  """config_flags only overrides keys that exist: every built-in term is in loss.terms (0 = off) for this."""
+  from absl import flags
+  from ml_collections import config_flags
+  from skimage.metrics import structural_similarity
+
+  argv = ["prog", "--config=configs/denoise_unet.py:tiny", "--config.loss.terms.ms_ssim=0.5",
+          "--config.loss.ms_ssim.scales=1"]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  config = flag_values.config
+  assert set(config.loss.terms) >= set(losses.TERMS)  # Listed, most at 0.
+  terms = losses.make_terms(config.loss)
+  assert sorted(terms) == ["l1", "ms_ssim"] and terms["ms_ssim"][0] == 0.5
+  # One scale of MS-SSIM is SSIM: 1 - scikit-image's Gaussian-window SSIM, averaged over channels.
+  rng = np.random.default_rng(2)
+  pred = rng.random((1, 32, 32, 3), dtype=np.float32)
+  target = np.clip(pred + 0.1 * rng.standard_normal(pred.shape, dtype=np.float32), 0, 1)
+  expected = structural_similarity(pred[0], target[0], channel_axis=-1, data_range=1.0, gaussian_weights=True,
+                                   sigma=1.5, use_sample_covariance=False)
+  np.testing.assert_allclose(terms["ms_ssim"][1].fn(pred, target, {}), 1 - expected, rtol=1e-4, atol=1e-5)

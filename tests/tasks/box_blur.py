@@ -36,7 +36,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.discriminator = ml_collections.ConfigDict(dict(name="patchgan", num_feat=8, num_layers=2, norm="batch"))
   c.discriminator_conditional = True
   c.loss.terms = ml_collections.ConfigDict({"l1": 1.0, "ms_ssim": 0.84, "cosine": 0.5})
-  c.loss.ms_ssim = ml_collections.ConfigDict({"scales": 2, "window_size": 7})  # 32-px crops.
+  c.loss.ms_ssim.update(scales=2, window_size=7)  # 32-px crops.
   c.loss.adversarial, c.loss.adversarial_weight, c.loss.gp_weight = "vanilla", 0.01, 0.0
   c.loss.mismatch_weight = 0.5
   c.eval.holdout = 1
