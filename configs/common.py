@@ -53,7 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.source = "samples"
   c.data.crop_size = 128  # Side of the clean training crops (the target); the input is crop_size / task.scale.
-  c.data.augment = True
+  c.data.augment = True  # A random flip and multiple of 90 degrees per crop.
+  # A random order of the colour channels per crop: the "RGB permutation" of the pixel-space augmentations Yoo et al.
+  # 2020 ("Rethinking Data Augmentation for Image Super-resolution") measure for super-resolution. A model trained on
+  # a few photos otherwise learns their palette as a prior and shifts the colours of photos unlike them. Not for
+  # colorization, whose task is that prior.
+  c.data.permute_channels = False
   c.data.num_workers = 0
   c.data.prefetch = 2
   c.data.tfds_data_dir = ml_collections.FieldReference(None, field_type=str)

@@ -53,8 +53,8 @@ STATE_KEYS = ("task", "generator", "discriminator", "discriminator_conditional",
 # Keys under STATE_KEYS that only matter when a run starts: where the generator's first weights come from.
 START_ONLY_KEYS = ("generator.init_from", "generator.init_from_ema")
 # Keys that leave the state loadable but change which batches or random numbers the run sees from here on.
-REPRODUCIBILITY_KEYS = ("seed", "optim.n_critic", "data.source", "data.augment", "data.tfds_data_dir", "data.image_key",
-                        "eval.holdout", "eval.data")
+REPRODUCIBILITY_KEYS = ("seed", "optim.n_critic", "data.source", "data.augment", "data.permute_channels",
+                        "data.tfds_data_dir", "data.image_key", "eval.holdout", "eval.data")
 
 
 class IncompatibleConfig(ValueError):

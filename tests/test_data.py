@@ -19,12 +19,13 @@ STEPS = 4
 
 
 def make_config(source="samples", seed=0, augment=True, workers=0,
-                batch_size=BATCH, crop_size=HR_CROP):
+                batch_size=BATCH, crop_size=HR_CROP, permute_channels=False):
   return ml_collections.ConfigDict(dict(
       seed=seed, batch_size=batch_size,
       data=dict(source=source, crop_size=crop_size, augment=augment,
                 num_workers=workers, prefetch=2, tfds_data_dir=None,
-                image_key=None, max_skip_fraction=0.5),
+                image_key=None, max_skip_fraction=0.5,
+                permute_channels=permute_channels),
       task=dict(scale=4), degradation=dict(name="bicubic", scale=4)))
 
 
@@ -228,6 +229,23 @@ def test_augment_uses_the_symmetries_of_the_square():
     # Undo any of the 8 symmetries to find the window in some photo.
     assert any(_contains(image, np.ascontiguousarray(v))
                for image in images for v in variants)
+
+
+def test_permute_channels_reorders_each_crops_colours_before_degrading():
+  """data.permute_channels: each target is a window of a photo with its colour channels in a random order, and
+  the input is degraded from that reordered target."""
+  import itertools
+  batch = next(make_train_iterator(make_config(augment=False, permute_channels=True, batch_size=24)))
+  source = make_source("samples")
+  images = [to_rgb_float(source[i]) for i in range(len(source))]
+  orders = set()
+  for hr, lr in zip(batch["target"], batch["input"]):
+    found = [order for order in itertools.permutations(range(3))
+             if any(_contains(image, np.ascontiguousarray(hr[..., np.argsort(order)])) for image in images)]
+    assert found, "a target that is no channel order of any window"
+    orders.add(found[0])
+    np.testing.assert_allclose(lr, np.clip(imresize(hr, 0.25), 0, 1), atol=1e-6)
+  assert len(orders) >= 3  # 24 crops: P(at most 2 of the 6 orders) is below 1e-10.
 
 
 def test_worker_processes_yield_the_same_batches(sample_batches):

@@ -14,7 +14,8 @@ batch number, so the iterator state is just the next batch and worker
 processes each build whole batches without changing their content.
 
 Per sample: decode -> random crop_size x crop_size crop (the `target`) ->
-augment -> degrade (the `input`, and a `mask` for damage). A record that is
+augment (flips and rotations; with data.permute_channels, a random order of
+the colour channels too) -> degrade (the `input`, and a `mask` for damage). A record that is
 unusable for one of SKIP_REASONS is stepped over deterministically (record + 1,
 + 2, ... mod n) and counted by reason in the sample's `skipped_<reason>`
 (train.py sums them and stops a run that reads mostly bad records).
@@ -53,11 +54,12 @@ class SampleMaker:
 
   def __init__(self, source: sources.ImageSource, *, seed: int, crop_size: int,
                augment: bool, degradation: Any, max_pixels: int | None = None,
-               imports: tuple[str, ...] = ()):
+               imports: tuple[str, ...] = (), permute_channels: bool = False):
     if len(source) == 0:
       raise ValueError("The data source is empty.")
     self.source, self.seed = source, int(seed)
     self.crop_size, self.augment = int(crop_size), bool(augment)
+    self.permute_channels = bool(permute_channels)
     self.max_pixels = None if max_pixels is None else int(max_pixels)
     self.degradation_config = degradation
     self.imports = tuple(imports)  # config.imports, re-imported by workers.
@@ -105,6 +107,8 @@ class SampleMaker:
     target = random_crop(image, self.crop_size, rng)
     if self.augment:
       target = random_flip_rot90(target, rng)
+    if self.permute_channels:
+      target = np.ascontiguousarray(target[..., rng.permutation(target.shape[-1])])
     example = {k: np.asarray(v, np.float32)
                for k, v in self.degrade(target, rng).items()}
     example.update(target=target, index=np.int64(position),
@@ -227,6 +231,7 @@ def make_train_dataset(config, *, process_index: int = 0,
   make_sample = SampleMaker(source, seed=config.seed,
                             crop_size=config.data.crop_size,
                             augment=config.data.augment,
+                            permute_channels=config.data.get("permute_channels", False),
                             degradation=degradation,
                             max_pixels=config.data.get("max_image_pixels"),
                             imports=tuple(config.get("imports") or ()))
