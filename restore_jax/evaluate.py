@@ -592,23 +592,32 @@ def define_flags() -> None:
                        "so the figures are those its periodic evaluation logged.")
   flags.DEFINE_integer("tile_overlap", None, "Input pixels shared by neighbouring tiles (with --tile). Default: the "
                        "run's eval.tile_overlap.")
+  flags.DEFINE_float("interpolate", None, "With --workdir: score ESRGAN's network interpolation, the weights "
+                     "(1 - ALPHA) * the run's generator.init_from (its PSNR model) + ALPHA * its own (0 <= ALPHA <= 1).")
 
 
 def evaluate_model(workdir: str, *, use_ema: bool, step: int | str | None, tile: int | None = None,
-                   tile_overlap: int | None = None) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
+                   tile_overlap: int | None = None, interpolate: float | None = None
+                   ) -> tuple[ml_collections.ConfigDict, RestoreFn, dict[str, Any]]:
   """(the run's config, a restore_fn running its generator on whole images or in tiles, what was scored).
 
   tile / tile_overlap None: the run's own eval.tile / eval.tile_overlap, as its periodic evaluation used.
+  interpolate: alpha of inference.interpolate_with_start (None: the run's own weights).
   """
   from restore_jax import inference  # pylint: disable=g-import-not-at-top  # Orbax is slow to import.
 
   loaded = inference.load_generator(workdir, use_ema=use_ema, step=step)
+  if interpolate is not None:
+    loaded = inference.interpolate_with_start(loaded, interpolate)
   run_tile, run_overlap = tiling_from_config(loaded.config)
   tile = run_tile if tile is None else tile
   tile_overlap = run_overlap if tile_overlap is None else tile_overlap
   restore_fn = model_restore_fn(inference.make_apply(loaded.module), loaded.variables, loaded.task, tile=tile,
                                 tile_overlap=tile_overlap)
-  return loaded.config, restore_fn, {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
+  what = {"workdir": str(workdir), "step": int(loaded.step), "ema": bool(use_ema)}
+  if interpolate is not None:
+    what["interpolate"] = float(interpolate)
+  return loaded.config, restore_fn, what
 
 
 def default_eval_source(config: ml_collections.ConfigDict) -> sources.ImageSource:
@@ -645,7 +654,8 @@ def run(f: Any) -> dict[str, Any]:
     if step not in (None, "best") and not isinstance(step, int):
       raise ValueError(f"--step takes a step number or 'best', got {f.step!r}.")
     config, restore_fn, what = evaluate_model(f.workdir, use_ema=not f.no_ema, step=step, tile=getattr(f, "tile", None),
-                                              tile_overlap=getattr(f, "tile_overlap", None))
+                                              tile_overlap=getattr(f, "tile_overlap", None),
+                                              interpolate=getattr(f, "interpolate", None))
     step = what["step"]
   else:
     if f.config is None:

@@ -59,6 +59,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="Use the raw generator weights instead of their moving average.")
   parser.add_argument("--step", default=None,
                       help="Checkpoint to use: a step number, or 'best' (default: the newest good one).")
+  parser.add_argument("--interpolate", type=float, default=None, metavar="ALPHA",
+                      help="ESRGAN's network interpolation: restore with (1 - ALPHA) x the weights the run started "
+                           "from (its generator.init_from, the PSNR model) + ALPHA x its own; 0 <= ALPHA <= 1.")
   args = parser.parse_args(argv)
   if args.tile < 0 or args.batch < 1:
     parser.error(f"--tile must be >= 0 and --batch >= 1 (got --tile {args.tile}, --batch {args.batch}).")
@@ -199,10 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pairs = plan(pathlib.Path(args.input), pathlib.Path(args.output))
     masks = mask_paths(pairs, pathlib.Path(args.input), args.mask)
     generator = inference.load_generator(args.workdir, use_ema=not args.no_ema, step=args.step)
+    if args.interpolate is not None:
+      generator = inference.interpolate_with_start(generator, args.interpolate)
   except ValueError as e:  # Includes inference.NoCheckpoint.
     print(f"error: {e}", file=sys.stderr)
     return 2
   weights = "raw" if args.no_ema else "EMA"
+  if args.interpolate is not None:
+    weights += f" (interpolated, alpha {args.interpolate:g}, with its generator.init_from)"
   print(f"Restoring {len(pairs)} image(s) with the {weights} generator of step {generator.step} from "
         f"{args.workdir} (x{generator.scale}, tile {args.tile or 'off'}, overlap {args.tile_overlap}"
         f"{', self-ensemble x8' if args.self_ensemble else ''}).", flush=True)

@@ -64,10 +64,7 @@ def initialise_generator_from(config: ml_collections.ConfigDict, state: GANState
   spec = str(config.generator.get("init_from") or "")
   if not spec:
     return state
-  workdir, step = spec, None
-  head, _, tail = spec.rpartition(":")
-  if head and (tail.isdigit() or tail == "best"):  # "DIR:STEP" or "DIR:best"; gs://... has no digits after ':'.
-    workdir, step = head, int(tail) if tail.isdigit() else tail
+  workdir, step = inference.parse_run_spec(spec)
   loaded = inference.load_generator(workdir, use_ema=bool(config.generator.get("init_from_ema", True)), step=step)
   ours = jax.tree.map(lambda x: (x.shape, x.dtype), state.generator.variables)
   theirs = jax.tree.map(lambda x: (x.shape, x.dtype), loaded.variables)

@@ -9,13 +9,14 @@ spectral norm.
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from cli import read_events, read_state, train
 from recipe_checks import NO_EVAL, eval_args, recipe_config
-from restore_jax import evaluate, restore
+from restore_jax import evaluate, inference, restore
 
 ESRGAN = "configs/sr_esrgan.py"
 REALESRGAN = "configs/sr_realesrgan.py:tiny"
@@ -87,6 +88,35 @@ def test_esrgan_evaluates_against_bicubic_and_restores_x4(esrgan_runs, clean_fol
                        "--tile", "0"]) == 0
   with Image.open(out) as image:
     assert image.mode == "L" and image.size == (52, 44)  # x4, and a gray photo stays gray.
+
+
+def test_esrgan_network_interpolation_blends_the_psnr_and_gan_weights(esrgan_runs, clean_folder, tmp_path, capsys):
+  """ESRGAN section 3.4: (1 - alpha) * PSNR-model weights + alpha * GAN weights, in evaluate and restore."""
+  root, _, _, _ = esrgan_runs
+  gan, psnr = inference.load_generator(root / "gan"), inference.load_generator(root / "psnr")
+  mixed = inference.interpolate_with_start(gan, 0.3)
+  leaves = lambda loaded: [np.asarray(x) for x in jax.tree.leaves(loaded.variables)]
+  assert len(leaves(mixed)) == len(leaves(gan)) > 0
+  for m, p, g in zip(leaves(mixed), leaves(psnr), leaves(gan)):
+    np.testing.assert_allclose(m, 0.7 * p + 0.3 * g, rtol=1e-6, atol=1e-8)
+  assert any(not np.array_equal(p, g) for p, g in zip(leaves(psnr), leaves(gan)))  # The blend is not trivial.
+  # The ends of the line are the two runs, scored through evaluate's command-line path.
+  data = f"folder:{clean_folder}"
+  score = lambda workdir, **kw: evaluate.run(eval_args(workdir=str(workdir), data=data, **kw))["mean"]
+  assert score(root / "gan", interpolate=0.0) == score(root / "psnr")
+  assert score(root / "gan", interpolate=1.0) == score(root / "gan")
+  with pytest.raises(ValueError, match="alpha must be in"):
+    inference.interpolate_with_start(gan, 1.5)
+  with pytest.raises(ValueError, match="init_from is empty"):
+    inference.interpolate_with_start(psnr, 0.5)
+
+  Image.open(clean_folder / "smooth.png").resize((13, 11)).save(tmp_path / "small.png")
+  out = tmp_path / "restored.png"
+  args = ["--input", str(tmp_path / "small.png"), "--output", str(out), "--tile", "0", "--interpolate", "0.5"]
+  assert restore.main(["--workdir", str(root / "gan"), *args]) == 0
+  assert "interpolated, alpha 0.5" in capsys.readouterr().out and Image.open(out).size == (52, 44)
+  assert restore.main(["--workdir", str(root / "psnr"), *args]) == 2
+  assert "init_from is empty" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ Real-ESRGAN
