@@ -663,6 +663,8 @@ def run(f: Any) -> dict[str, Any]:
                        "degradation and scale to score it with.")
     if f.tensorboard:
       raise ValueError("--tensorboard writes to a run's TensorBoard: it needs --workdir.")
+    if getattr(f, "interpolate", None) is not None:
+      raise ValueError("--interpolate blends a run's generator with the one it started from: it needs --workdir.")
     config = f.config
     plugins.import_for(config)
     restore_fn = baselines.make_baseline(f.baseline, task_lib.from_config(config))

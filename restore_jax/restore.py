@@ -63,6 +63,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="ESRGAN's network interpolation: restore with (1 - ALPHA) x the weights the run started "
                            "from (its generator.init_from, the PSNR model) + ALPHA x its own; 0 <= ALPHA <= 1.")
   args = parser.parse_args(argv)
+  if args.interpolate is not None and not 0.0 <= args.interpolate <= 1.0:
+    parser.error(f"--interpolate takes an ALPHA in [0, 1], got {args.interpolate}.")
   if args.tile < 0 or args.batch < 1:
     parser.error(f"--tile must be >= 0 and --batch >= 1 (got --tile {args.tile}, --batch {args.batch}).")
   if args.tile > 0 and not 0 <= args.tile_overlap < args.tile:
