@@ -100,11 +100,13 @@ def test_esrgan_network_interpolation_blends_the_psnr_and_gan_weights(esrgan_run
   for m, p, g in zip(leaves(mixed), leaves(psnr), leaves(gan)):
     np.testing.assert_allclose(m, 0.7 * p + 0.3 * g, rtol=1e-6, atol=1e-8)
   assert any(not np.array_equal(p, g) for p, g in zip(leaves(psnr), leaves(gan)))  # The blend is not trivial.
-  # The ends of the line are the two runs, scored through evaluate's command-line path.
+  for g, end in zip(leaves(gan), leaves(inference.interpolate_with_start(gan, 1.0))):
+    np.testing.assert_array_equal(end, g)
+  # alpha 0 is the PSNR run, scored through evaluate's command-line path.
   data = f"folder:{clean_folder}"
-  score = lambda workdir, **kw: evaluate.run(eval_args(workdir=str(workdir), data=data, **kw))["mean"]
-  assert score(root / "gan", interpolate=0.0) == score(root / "psnr")
-  assert score(root / "gan", interpolate=1.0) == score(root / "gan")
+  score = lambda workdir, **kw: evaluate.run(eval_args(workdir=str(workdir), data=data, **kw))
+  blended = score(root / "gan", interpolate=0.0)
+  assert blended["interpolate"] == 0.0 and blended["mean"] == score(root / "psnr")["mean"]
   with pytest.raises(ValueError, match="alpha must be in"):
     inference.interpolate_with_start(gan, 1.5)
   with pytest.raises(ValueError, match="init_from is empty"):
