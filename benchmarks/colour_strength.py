@@ -8,7 +8,7 @@ error that PSNR measures would be lowest at their average (Zhang et al. 2016, "C
 discuss the same pull between vivid and averaged colours). The blend is a diagnostic, scored on the
 evaluation photos themselves; it is not a setting tuned for the recipe.
 
-  python benchmarks/colour_strength.py --workdir runs/colorize_pix2pix_demo --step 500 \
+  python benchmarks/colour_strength.py --workdir runs/colorize_pix2pix --step 500 \
       --data folder:../shared/data/CSet14 --output benchmarks/results/colour_strength_500.md
 """
 

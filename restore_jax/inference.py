@@ -98,13 +98,25 @@ def parse_run_spec(spec: str) -> tuple[str, int | str | None]:
   return spec, None
 
 
+def load_init_from(generator_config: ml_collections.ConfigDict) -> LoadedGenerator:
+  """The generator `generator.init_from` ("DIR[:STEP]") names: its EMA weights unless generator.init_from_ema is
+  False. How a run chains to the one it starts from, in training and in network interpolation."""
+  workdir, step = parse_run_spec(str(generator_config.init_from))
+  return load_generator(workdir, use_ema=bool(generator_config.get("init_from_ema", True)), step=step)
+
+
+def variable_shapes(variables: Any) -> Any:
+  """The tree of (shape, dtype): what two generators must share for one's weights to stand in for the other's."""
+  return jax.tree.map(lambda x: (x.shape, x.dtype), variables)
+
+
 def interpolate_with_start(loaded: LoadedGenerator, alpha: float) -> LoadedGenerator:
   """ESRGAN's network interpolation (Wang et al. 2018, section 3.4): the weights (1 - alpha) * start + alpha * run.
 
   `start` is the generator the run was initialised from (its generator.init_from: for ESRGAN and Real-ESRGAN, the
   PSNR-oriented model; the newest checkpoint of that run unless init_from names a step). alpha = 1 is the run as
   trained, 0 the model it started from; in between, fidelity is traded against the GAN's texture without
-  retraining, and with fewer artifacts than blending the two models' output images.
+  retraining (ESRGAN prefers it to blending the two models' output images).
   """
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f"The interpolation weight alpha must be in [0, 1], got {alpha}.")
@@ -112,13 +124,11 @@ def interpolate_with_start(loaded: LoadedGenerator, alpha: float) -> LoadedGener
   if not spec:
     raise ValueError("Network interpolation blends a run with the run its generator started from, but this run's "
                      "generator.init_from is empty: it was trained from scratch.")
-  workdir, step = parse_run_spec(spec)
   try:
-    start = load_generator(workdir, use_ema=bool(loaded.config.generator.get("init_from_ema", True)), step=step)
+    start = load_init_from(loaded.config.generator)
   except NoCheckpoint as e:
     raise NoCheckpoint(f"generator.init_from={spec!r}, the run to interpolate with: {e}") from e
-  shapes = lambda variables: jax.tree.map(lambda x: (x.shape, x.dtype), variables)
-  if shapes(start.variables) != shapes(loaded.variables):
+  if variable_shapes(start.variables) != variable_shapes(loaded.variables):
     raise ValueError(f"generator.init_from={spec!r} holds a generator of other shapes than this run's.")
   variables = jax.tree.map(lambda a, b: (1.0 - alpha) * a + alpha * b, start.variables, loaded.variables)
   return dataclasses.replace(loaded, variables=variables)

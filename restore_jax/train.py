@@ -64,11 +64,9 @@ def initialise_generator_from(config: ml_collections.ConfigDict, state: GANState
   spec = str(config.generator.get("init_from") or "")
   if not spec:
     return state
-  workdir, step = inference.parse_run_spec(spec)
-  loaded = inference.load_generator(workdir, use_ema=bool(config.generator.get("init_from_ema", True)), step=step)
-  ours = jax.tree.map(lambda x: (x.shape, x.dtype), state.generator.variables)
-  theirs = jax.tree.map(lambda x: (x.shape, x.dtype), loaded.variables)
-  if ours != theirs:
+  workdir, _ = inference.parse_run_spec(spec)
+  loaded = inference.load_init_from(config.generator)
+  if inference.variable_shapes(state.generator.variables) != inference.variable_shapes(loaded.variables):
     raise ValueError(
         f"generator.init_from={spec!r}: that run's generator ({loaded.config.generator.to_dict()}) does not have "
         f"this recipe's shapes ({config.generator.to_dict()}); the generator settings must match.")

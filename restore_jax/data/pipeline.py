@@ -15,10 +15,11 @@ processes each build whole batches without changing their content.
 
 Per sample: decode -> random crop_size x crop_size crop (the `target`) ->
 augment (flips and rotations; with data.permute_channels, a random order of
-the colour channels too) -> degrade (the `input`, and a `mask` for damage). A record that is
-unusable for one of SKIP_REASONS is stepped over deterministically (record + 1,
-+ 2, ... mod n) and counted by reason in the sample's `skipped_<reason>`
-(train.py sums them and stops a run that reads mostly bad records).
+the colour channels too) -> degrade (the `input`, and a `mask` for damage).
+A record that is unusable for one of SKIP_REASONS is stepped over
+deterministically (record + 1, + 2, ... mod n) and counted by reason in the
+sample's `skipped_<reason>` (train.py sums them and stops a run that reads
+mostly bad records).
 
 With eval.holdout > 0 (and no eval.data) the held-out records of the source
 are not part of the stream at all (sources.train_source)."""
